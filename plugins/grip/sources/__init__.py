@@ -1,0 +1,1 @@
+"""Sources: partner SQL databases, SFTP drops and local files, read in chunks."""
