@@ -1,0 +1,1 @@
+"""The Airflow side of grip-sync: hooks, task helpers and the DAG builder."""
