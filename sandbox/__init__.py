@@ -1,0 +1,1 @@
+"""Local stand-in for the Grip registration API, for tests, benchmarks and demos."""
