@@ -18,7 +18,7 @@ RESERVED_KEYS = frozenset({"id", "container_ids", "created_at", "updated_at"})
 _SCALARS = (str, int, float, bool)
 
 
-class Rejected(Exception):  # noqa: N818 - an answer, not a fault of the sandbox
+class Rejected(Exception):
     """A push that Grip refuses with 400; the message is sent back to the caller."""
 
     def __init__(self, message: str, registration_id: str | None = None):
