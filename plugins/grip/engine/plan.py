@@ -1,0 +1,303 @@
+"""The plan: which records to push, by comparing content hashes with the ledger in column form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from grip.payload import content_hash
+
+
+class Action(StrEnum):
+    """What the plan decided for one valid record.
+
+    - ``new``: Grip has never accepted the record.
+    - ``changed``: its content differs from what Grip accepted (or was last refused).
+    - ``unchanged``: Grip accepted exactly this content; nothing to send.
+    - ``retry``: the last push failed (no answer after the retry budget); send it again.
+    - ``held``: Grip rejected exactly this content before; a sync does not send it again until
+      it changes, a full run does.
+    """
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    RETRY = "retry"
+    HELD = "held"
+
+
+ACTIONS = tuple(Action)
+PUSHED_BY_SYNC = frozenset({Action.NEW, Action.CHANGED, Action.RETRY})
+PUSHED_BY_FULL = frozenset({Action.NEW, Action.CHANGED, Action.RETRY, Action.HELD})
+TEXT = pd.ArrowDtype(pa.string())
+KEY = ("data_type", "registration_id")
+
+
+def hash_payloads(payload_json: Iterable[str]) -> np.ndarray:
+    """Return the content hash of each canonical JSON text, as an object array of hex digests."""
+    return np.fromiter((content_hash(text) for text in payload_json), dtype=object)
+
+
+class LedgerIndex:
+    """The ledger's side of a plan for one integration, indexed once per run.
+
+    Args:
+        state: the frame of :meth:`grip.ledger.Ledger.load_state` (one row per record).
+
+    Looking up a chunk costs a hash probe per row; the index of each data type is built once.
+    The index also remembers which records the run has seen, for :meth:`vanished`.
+    """
+
+    def __init__(self, state: pd.DataFrame):
+        self.state = state.reset_index(drop=True)
+        self._index: dict[str, pd.Index] = {}
+        self._rows: dict[str, np.ndarray] = {}
+        self._seen: dict[str, np.ndarray] = {}
+        data_types = self.state["data_type"].astype(object).to_numpy()
+        for data_type in pd.unique(data_types):
+            rows = np.flatnonzero(data_types == data_type)
+            ids = self.state["registration_id"].iloc[rows]
+            self._index[str(data_type)] = pd.Index(ids.astype(TEXT).to_numpy(), dtype=TEXT)
+            self._rows[str(data_type)] = rows
+            self._seen[str(data_type)] = np.zeros(len(rows), dtype=bool)
+        self._accepted = _text(self.state["accepted_hash"])
+        self._sent = _text(self.state["sent_hash"])
+        self._outcome = _text(self.state["last_outcome"])
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def positions(self, data_type: str, registration_ids: pd.Series | np.ndarray) -> np.ndarray:
+        """Return each id's row in :attr:`state`, or -1 when the ledger does not know it."""
+        index = self._index.get(data_type)
+        if index is None:
+            return np.full(len(registration_ids), -1, dtype=np.int64)
+        local = index.get_indexer(pd.Index(np.asarray(registration_ids, dtype=object), dtype=TEXT))
+        found = local >= 0
+        self._seen[data_type][local[found]] = True
+        out = np.full(len(local), -1, dtype=np.int64)
+        out[found] = self._rows[data_type][local[found]]
+        return out
+
+    def classify(
+        self, data_type: str, registration_ids: pd.Series | np.ndarray, hashes: np.ndarray
+    ) -> np.ndarray:
+        """Decide the :class:`Action` of each record of a chunk; returns an array of values.
+
+        Marks the records as seen by this run.
+        """
+        pos = self.positions(data_type, registration_ids)
+        return classify_against(pos, hashes, self._accepted, self._sent, self._outcome)
+
+    def accepted_hash(self, position: int) -> str | None:
+        value = self._accepted[position]
+        return None if value is None else str(value)
+
+    def vanished(self, data_types: Iterable[str]) -> pd.DataFrame:
+        """Records of ``data_types`` that Grip holds but that the run did not see in the source."""
+        parts = []
+        for data_type in data_types:
+            rows = self._rows.get(data_type)
+            if rows is None:
+                continue
+            gone = rows[~self._seen[data_type]]
+            parts.append(gone[pd.notna(self._accepted[gone])])
+        rows = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+        return self.state.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+def _text(column: pd.Series) -> np.ndarray:
+    return column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
+
+
+def classify_against(
+    positions: np.ndarray,
+    hashes: np.ndarray,
+    accepted: np.ndarray,
+    sent: np.ndarray,
+    outcome: np.ndarray,
+) -> np.ndarray:
+    """Classify records from their ledger positions (-1: unknown) and the ledger's columns.
+
+    The rules, first match wins:
+
+    1. unknown to the ledger, or never accepted and never sent: ``new``;
+    2. the last push failed: ``retry``;
+    3. Grip holds exactly this content: ``unchanged``;
+    4. Grip rejected exactly this content last time: ``held``;
+    5. never accepted but refused in another form: ``changed`` (new content, worth a try);
+    6. otherwise the content differs from what Grip accepted: ``changed``.
+    """
+    n = len(positions)
+    known = positions >= 0
+    safe = np.where(known, positions, 0)
+    if len(accepted) == 0:
+        return np.full(n, Action.NEW.value, dtype=object)
+    acc = _pick(known, accepted, safe)
+    snt = _pick(known, sent, safe)
+    out = _pick(known, outcome, safe)
+    hashes = np.asarray(hashes, dtype=object)
+    never_accepted = pd.isna(acc)
+    never_sent = pd.isna(snt)
+    same_accepted = ~never_accepted & (acc == hashes)
+    same_sent = ~never_sent & (snt == hashes)
+    conditions = [
+        ~known | (never_accepted & never_sent),
+        out == "failed",
+        same_accepted,
+        (out == "rejected") & same_sent,
+    ]
+    choices = [Action.NEW.value, Action.RETRY.value, Action.UNCHANGED.value, Action.HELD.value]
+    return np.select(conditions, choices, default=Action.CHANGED.value).astype(object)
+
+
+def _pick(known: np.ndarray, column: np.ndarray, safe: np.ndarray) -> np.ndarray:
+    values = column[safe].astype(object)
+    values[~known] = None
+    return values
+
+
+def to_push(actions: np.ndarray, stage: str) -> np.ndarray:
+    """Return the mask of records a ``full`` or ``sync`` stage sends, given their actions."""
+    wanted = PUSHED_BY_FULL if stage == "full" else PUSHED_BY_SYNC
+    return np.isin(actions, [a.value for a in wanted])
+
+
+def find_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
+    """Return every row whose ``registration_id`` occurs more than once in a run.
+
+    Grip keys a profile by registration_id within the application, so the same id twice, in
+    one data type or across two, would overwrite one record with the other. Every copy is
+    rejected; none is pushed.
+
+    Args:
+        keys: columns ``data_type``, ``registration_id``, ``source_row``.
+
+    Returns:
+        The duplicate rows with a ``reason`` column naming the other places the id occurs.
+    """
+    if keys.empty:
+        return keys.assign(reason=pd.Series(dtype=object))
+    ids = keys["registration_id"].astype(object)
+    dup = ids.duplicated(keep=False).to_numpy()
+    found = keys.loc[dup].copy()
+    if found.empty:
+        return found.assign(reason=pd.Series(dtype=object))
+    places: dict[str, list[str]] = {}
+    for row in found.itertuples(index=False):
+        places.setdefault(str(row.registration_id), []).append(
+            f"{row.data_type} row {row.source_row}"
+        )
+    found["reason"] = [
+        "registration_id {!r} occurs {} times in the source ({}); Grip would keep only one: "
+        "make it unique".format(rid, len(places[str(rid)]), ", ".join(places[str(rid)][:5]))
+        for rid in found["registration_id"].astype(object)
+    ]
+    return found.reset_index(drop=True)
+
+
+@dataclass
+class PlanCounts:
+    """How many records the plan put in each :class:`Action`, plus the vanished ones."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    retry: int = 0
+    held: int = 0
+    vanished: int = 0
+
+    def add(self, actions: np.ndarray) -> None:
+        values, counts = np.unique(np.asarray(actions, dtype=str), return_counts=True)
+        for value, count in zip(values, counts, strict=True):
+            setattr(self, str(value), getattr(self, str(value)) + int(count))
+
+    def remove(self, actions: Iterable[str]) -> None:
+        for value in actions:
+            setattr(self, value, getattr(self, value) - 1)
+
+    @property
+    def total(self) -> int:
+        return self.new + self.changed + self.unchanged + self.retry + self.held
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "retry": self.retry,
+            "held": self.held,
+            "vanished": self.vanished,
+        }
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field of a changed record: what Grip holds and what the run would send."""
+
+    data_type: str
+    registration_id: str
+    field: str
+    old: Any
+    new: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "data_type": self.data_type,
+            "registration_id": self.registration_id,
+            "field": self.field,
+            "old": self.old,
+            "new": self.new,
+        }
+
+
+@dataclass
+class ExampleKeeper:
+    """Keeps the first few changed records of a run, to show their differences field by field."""
+
+    limit: int = 5
+    items: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def offer(
+        self, data_type: str, ids: np.ndarray, payloads: np.ndarray, actions: np.ndarray
+    ) -> None:
+        if len(self.items) >= self.limit:
+            return
+        for i in np.flatnonzero(actions == Action.CHANGED.value)[: self.limit - len(self.items)]:
+            self.items.append((data_type, str(ids[i]), str(payloads[i])))
+
+    def changes(self, old: Mapping[tuple[str, str], str]) -> list[FieldChange]:
+        """Compare the kept records with the payloads Grip accepted (``old``, by key)."""
+        out: list[FieldChange] = []
+        for data_type, registration_id, new_text in self.items:
+            before = old.get((data_type, registration_id))
+            if before is None:
+                continue
+            out.extend(
+                FieldChange(data_type, registration_id, name, was, now)
+                for name, was, now in diff_payloads(json.loads(before), json.loads(new_text))
+            )
+        return out
+
+
+def diff_payloads(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Return ``(field, old, new)`` for each field that differs, ``metadata_raw`` key by key."""
+    out = []
+    for name in sorted(set(old) | set(new)):
+        was, now = old.get(name), new.get(name)
+        if was == now:
+            continue
+        if name == "metadata_raw" and isinstance(was, Mapping) and isinstance(now, Mapping):
+            for key in sorted(set(was) | set(now)):
+                if was.get(key) != now.get(key):
+                    out.append((f"metadata_raw.{key}", was.get(key), now.get(key)))
+        else:
+            out.append((name, was, now))
+    return out

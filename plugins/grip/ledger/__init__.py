@@ -1,0 +1,46 @@
+"""The ledger: durable state of every integration, record and run, in a SQL database."""
+
+from __future__ import annotations
+
+from grip.ledger.db import (
+    LEDGER_URL_ENV,
+    create_ledger_engine,
+    default_ledger_url,
+    safe_url,
+    upgrade,
+)
+from grip.ledger.models import RecordOutcome, RunStage, RunStatus, Stage
+from grip.ledger.repository import (
+    RUN_COUNTERS,
+    STATE_COLUMNS,
+    ChunkInfo,
+    FileEntry,
+    IntegrationState,
+    Ledger,
+    OutcomeEntry,
+    Problem,
+    RunInfo,
+    decompress_payload,
+)
+
+__all__ = [
+    "LEDGER_URL_ENV",
+    "RUN_COUNTERS",
+    "STATE_COLUMNS",
+    "ChunkInfo",
+    "FileEntry",
+    "IntegrationState",
+    "Ledger",
+    "OutcomeEntry",
+    "Problem",
+    "RecordOutcome",
+    "RunInfo",
+    "RunStage",
+    "RunStatus",
+    "Stage",
+    "create_ledger_engine",
+    "decompress_payload",
+    "default_ledger_url",
+    "safe_url",
+    "upgrade",
+]

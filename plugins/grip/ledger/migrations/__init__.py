@@ -1,0 +1,1 @@
+"""Alembic migrations of the ledger; applied by ``grip.ledger.upgrade``."""

@@ -1,0 +1,1112 @@
+"""The ledger's repository: every read and write the engine makes, each in its own transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+from grip.errors import LedgerError
+from grip.ledger.db import create_ledger_engine, safe_url, upgrade
+from grip.ledger.models import (
+    ACCEPTED,
+    DecisionRow,
+    IntegrationRow,
+    RecordOutcome,
+    RecordRow,
+    RunChunkRow,
+    RunFileRow,
+    RunProblemRow,
+    RunRow,
+    RunStatus,
+    Stage,
+    WatermarkRow,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+_integrations = cast(sa.Table, IntegrationRow.__table__)
+_decisions = cast(sa.Table, DecisionRow.__table__)
+_records = cast(sa.Table, RecordRow.__table__)
+_runs = cast(sa.Table, RunRow.__table__)
+_chunks = cast(sa.Table, RunChunkRow.__table__)
+_problems = cast(sa.Table, RunProblemRow.__table__)
+_files = cast(sa.Table, RunFileRow.__table__)
+_watermarks = cast(sa.Table, WatermarkRow.__table__)
+
+STATE_COLUMNS = (
+    "data_type",
+    "registration_id",
+    "accepted_hash",
+    "sent_hash",
+    "last_outcome",
+    "last_seen_run_id",
+    "vanished_run_id",
+)
+"""The columns of :meth:`Ledger.load_state`, the ledger's side of a plan."""
+
+_BATCH = 1_000
+
+
+def now() -> datetime:
+    """The ledger's clock: an aware UTC timestamp."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class IntegrationState:
+    """An integration's stage and its last approval decision, as the ledger holds them."""
+
+    name: str
+    stage: Stage
+    sample_run_id: int | None = None
+    sample_fingerprint: str | None = None
+    approved_fingerprint: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_comment: str | None = None
+    live_since: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the ledger holds it (see :class:`grip.ledger.models.RunRow` for the columns)."""
+
+    id: int
+    integration: str
+    stage: str
+    status: str
+    started_at: datetime
+    label: str | None = None
+    ended_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    fingerprint: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    read: int = 0
+    filtered: int = 0
+    invalid: int = 0
+    planned_new: int = 0
+    planned_changed: int = 0
+    planned_unchanged: int = 0
+    planned_retry: int = 0
+    planned_held: int = 0
+    vanished: int = 0
+    to_push: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    failed: int = 0
+    chunks: int = 0
+    work_dir: str | None = None
+    report_dir: str | None = None
+    message: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The run's counters by name."""
+        return {name: int(getattr(self, name)) for name in RUN_COUNTERS}
+
+
+RUN_COUNTERS = (
+    "read",
+    "filtered",
+    "invalid",
+    "planned_new",
+    "planned_changed",
+    "planned_unchanged",
+    "planned_retry",
+    "planned_held",
+    "vanished",
+    "to_push",
+    "created",
+    "updated",
+    "rejected",
+    "failed",
+    "chunks",
+)
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """One push chunk of a run and the outcomes recorded for it so far."""
+
+    run_id: int
+    chunk_no: int
+    path: str
+    rows: int
+    status: str = "pending"
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    failed: int = 0
+    requests: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record a run set aside or that Grip did not accept; one row of the rejects CSV."""
+
+    data_type: str
+    registration_id: str | None
+    source_row: int | None
+    step: str
+    outcome: str
+    reasons: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A source file a run read (SFTP drop or local file)."""
+
+    data_type: str
+    name: str
+    size: int | None = None
+    mtime: float | None = None
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class OutcomeEntry:
+    """The outcome of one push, as the engine hands it to :meth:`Ledger.record_outcomes`.
+
+    Attributes:
+        data_type: the record's data type.
+        registration_id: the record's key.
+        outcome: created, updated, rejected or failed.
+        content_hash: hash of the canonical JSON that was sent.
+        payload_json: the canonical JSON that was sent; kept (compressed) when Grip accepted it,
+            so that a later plan can show which fields changed.
+        grip_id: Grip's id of the profile, when known.
+        status: HTTP status of the last answer.
+        attempts: requests made for this record in this push.
+        reason: why it was rejected or failed.
+        source_row: the row of the source it came from.
+        at: when the outcome became known.
+    """
+
+    data_type: str
+    registration_id: str
+    outcome: str
+    content_hash: str
+    payload_json: str | None = None
+    grip_id: int | None = None
+    status: int | None = None
+    attempts: int = 1
+    reason: str | None = None
+    source_row: int | None = None
+    at: datetime = field(default_factory=now)
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome in ACCEPTED
+
+
+def _snapshot(cls: type, row: sa.Row[Any] | None) -> Any:
+    if row is None:
+        return None
+    mapping = row._mapping
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: mapping[k] for k in mapping if k in names})
+
+
+def _compress(text: str | None) -> bytes | None:
+    return None if text is None else zlib.compress(text.encode("utf-8"), 6)
+
+
+def decompress_payload(blob: bytes | None) -> str | None:
+    """Return the canonical JSON text of a stored payload."""
+    return None if blob is None else zlib.decompress(blob).decode("utf-8")
+
+
+class Ledger:
+    """The ledger database: the engine's only way to read or write integration and record state.
+
+    Args:
+        engine_or_url: a SQLAlchemy engine or URL (SQLite file locally, PostgreSQL in the stack).
+        migrate: apply pending migrations on open (idempotent).
+    """
+
+    def __init__(self, engine_or_url: Engine | str | URL, *, migrate: bool = True):
+        self._owned = not isinstance(engine_or_url, Engine)
+        self.engine: Engine = (
+            create_ledger_engine(engine_or_url)
+            if not isinstance(engine_or_url, Engine)
+            else engine_or_url
+        )
+        if migrate:
+            upgrade(self.engine)
+        self._upsert = _upsert_builder(self.engine.dialect.name)
+
+    def __repr__(self) -> str:
+        return f"Ledger({safe_url(self.engine.url)})"
+
+    def close(self) -> None:
+        """Release the connections of an engine this ledger created."""
+        if self._owned:
+            self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _begin(self) -> AbstractContextManager[Connection]:
+        return _transaction(self.engine)
+
+    # -- integrations -------------------------------------------------------------------------
+
+    def integration(self, name: str) -> IntegrationState | None:
+        """Return the integration's state, or ``None`` if the ledger has never seen it."""
+        with self._begin() as conn:
+            row = conn.execute(sa.select(_integrations).where(_integrations.c.name == name)).first()
+        if row is None:
+            return None
+        state: IntegrationState = _snapshot(IntegrationState, row)
+        return _replace_stage(state)
+
+    def integrations(self) -> list[IntegrationState]:
+        """Every integration the ledger knows, by name."""
+        with self._begin() as conn:
+            rows = conn.execute(sa.select(_integrations).order_by(_integrations.c.name)).all()
+        return [_replace_stage(_snapshot(IntegrationState, row)) for row in rows]
+
+    def ensure_integration(self, name: str) -> IntegrationState:
+        """Return the integration's state, registering it at stage ``new`` the first time."""
+        with self._begin() as conn:
+            self._ensure_integration(conn, name)
+        state = self.integration(name)
+        assert state is not None
+        return state
+
+    def _ensure_integration(self, conn: Connection, name: str) -> None:
+        stamp = now()
+        stmt = self._upsert(
+            _integrations,
+            [{"name": name, "stage": Stage.NEW.value, "created_at": stamp, "updated_at": stamp}],
+            keys=("name",),
+            update=(),
+        )
+        conn.execute(stmt)
+
+    def set_stage(self, name: str, stage: Stage, **values: Any) -> None:
+        """Move an integration to ``stage``, setting any other integration columns given."""
+        with self._begin() as conn:
+            self._ensure_integration(conn, name)
+            conn.execute(
+                _integrations.update()
+                .where(_integrations.c.name == name)
+                .values(stage=stage.value, updated_at=now(), **values)
+            )
+        log.info("integration %s is now at stage %s", name, stage.value)
+
+    def record_decision(
+        self,
+        name: str,
+        *,
+        approved: bool,
+        by: str,
+        comment: str | None,
+        fingerprint: str | None,
+        sample_run_id: int | None,
+    ) -> IntegrationState:
+        """Record an approval or rejection of the sample and move the integration accordingly.
+
+        Approval records the mappings' fingerprint that later full and sync runs must match.
+        """
+        stamp = now()
+        stage = Stage.APPROVED if approved else Stage.SAMPLE_REJECTED
+        values: dict[str, Any] = {
+            "stage": stage.value,
+            "decided_by": by,
+            "decided_at": stamp,
+            "decision_comment": comment,
+            "updated_at": stamp,
+        }
+        if approved:
+            values["approved_fingerprint"] = fingerprint
+        with self._begin() as conn:
+            self._ensure_integration(conn, name)
+            conn.execute(_integrations.update().where(_integrations.c.name == name).values(values))
+            conn.execute(
+                _decisions.insert().values(
+                    integration=name,
+                    approved=approved,
+                    fingerprint=fingerprint,
+                    sample_run_id=sample_run_id,
+                    decided_by=by,
+                    decided_at=stamp,
+                    comment=comment,
+                )
+            )
+        log.info(
+            "integration %s: sample %s by %s", name, "approved" if approved else "rejected", by
+        )
+        state = self.integration(name)
+        assert state is not None
+        return state
+
+    def decisions(self, name: str) -> list[dict[str, Any]]:
+        """Every decision recorded for an integration, oldest first."""
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(_decisions)
+                .where(_decisions.c.integration == name)
+                .order_by(_decisions.c.id)
+            ).all()
+        return [dict(row._mapping) for row in rows]
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        integration: str,
+        stage: str,
+        *,
+        fingerprint: str | None = None,
+        label: str | None = None,
+        work_dir: str | None = None,
+        report_dir: str | None = None,
+    ) -> int:
+        """Register a new run as ``running`` and return its id."""
+        stamp = now()
+        with self._begin() as conn:
+            self._ensure_integration(conn, integration)
+            result = conn.execute(
+                _runs.insert()
+                .values(
+                    integration=integration,
+                    stage=stage,
+                    status=RunStatus.RUNNING.value,
+                    label=label,
+                    started_at=stamp,
+                    heartbeat_at=stamp,
+                    fingerprint=fingerprint,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    work_dir=work_dir,
+                    report_dir=report_dir,
+                    details={},
+                    **dict.fromkeys(RUN_COUNTERS, 0),
+                )
+                .returning(_runs.c.id)
+            )
+            return int(result.scalar_one())
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        """Set columns of a run (counters, status, folders, details, message)."""
+        values.setdefault("heartbeat_at", now())
+        with self._begin() as conn:
+            conn.execute(_runs.update().where(_runs.c.id == run_id).values(**values))
+
+    def run(self, run_id: int) -> RunInfo:
+        """Return a run; raise LedgerError naming the id if there is none."""
+        with self._begin() as conn:
+            row = conn.execute(sa.select(_runs).where(_runs.c.id == run_id)).first()
+        if row is None:
+            raise LedgerError(f"run {run_id} is not in the ledger at {safe_url(self.engine.url)}")
+        info: RunInfo = _snapshot(RunInfo, row)
+        return info
+
+    def runs(self, integration: str | None = None, *, limit: int = 10) -> list[RunInfo]:
+        """The most recent runs, newest first, of one integration or of all."""
+        stmt = sa.select(_runs).order_by(_runs.c.id.desc()).limit(limit)
+        if integration is not None:
+            stmt = stmt.where(_runs.c.integration == integration)
+        with self._begin() as conn:
+            rows = conn.execute(stmt).all()
+        return [_snapshot(RunInfo, row) for row in rows]
+
+    def abandon_stale_runs(self, integration: str, *, stale_after: timedelta) -> list[int]:
+        """Mark as ``abandoned`` the integration's runs that are ``running`` but dead.
+
+        A run is dead when its process is gone from this host, or when it has not written to the
+        ledger for ``stale_after`` (a worker on another host died). Returns the ids marked.
+        """
+        host = socket.gethostname()
+        limit = now() - stale_after
+        dead = []
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(_runs.c.id, _runs.c.host, _runs.c.pid, _runs.c.heartbeat_at).where(
+                    _runs.c.integration == integration,
+                    _runs.c.status == RunStatus.RUNNING.value,
+                )
+            ).all()
+            for run_id, run_host, pid, beat in rows:
+                gone = run_host == host and pid is not None and not _process_alive(pid)
+                if gone or (beat is not None and _aware(beat) < limit):
+                    dead.append(run_id)
+            if dead:
+                conn.execute(
+                    _runs.update()
+                    .where(_runs.c.id.in_(dead))
+                    .values(
+                        status=RunStatus.ABANDONED.value,
+                        message="the run stopped without finishing (process killed or lost); "
+                        "a later run pushed what it left",
+                    )
+                )
+        if dead:
+            log.warning("integration %s: marked runs %s as abandoned", integration, dead)
+        return dead
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def add_chunks(self, run_id: int, chunks: Sequence[tuple[int, str, int]]) -> None:
+        """Register a run's push chunks as ``(chunk_no, path, rows)``."""
+        rows = [
+            {
+                "run_id": run_id,
+                "chunk_no": no,
+                "path": path,
+                "rows": count,
+                "status": "pending",
+                "created": 0,
+                "updated": 0,
+                "rejected": 0,
+                "failed": 0,
+                "requests": 0,
+                "seconds": 0.0,
+            }
+            for no, path, count in chunks
+        ]
+        if not rows:
+            return
+        with self._begin() as conn:
+            conn.execute(_chunks.insert(), rows)
+            conn.execute(_runs.update().where(_runs.c.id == run_id).values(chunks=len(rows)))
+
+    def chunks(self, run_id: int) -> list[ChunkInfo]:
+        """A run's push chunks in order."""
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(_chunks).where(_chunks.c.run_id == run_id).order_by(_chunks.c.chunk_no)
+            ).all()
+        return [_snapshot(ChunkInfo, row) for row in rows]
+
+    def chunk(self, run_id: int, chunk_no: int) -> ChunkInfo:
+        """One push chunk; raise LedgerError if the run has no such chunk."""
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(_chunks).where(_chunks.c.run_id == run_id, _chunks.c.chunk_no == chunk_no)
+            ).first()
+        if row is None:
+            raise LedgerError(f"run {run_id} has no push chunk {chunk_no}")
+        info: ChunkInfo = _snapshot(ChunkInfo, row)
+        return info
+
+    def update_chunk(self, run_id: int, chunk_no: int, **values: Any) -> None:
+        """Set columns of a push chunk (status, times, request count)."""
+        with self._begin() as conn:
+            conn.execute(
+                _chunks.update()
+                .where(_chunks.c.run_id == run_id, _chunks.c.chunk_no == chunk_no)
+                .values(**values)
+            )
+
+    # -- records ------------------------------------------------------------------------------
+
+    def load_state(self, integration: str, data_types: Iterable[str] | None = None) -> pd.DataFrame:
+        """Return the ledger's side of a plan: one row per record, :data:`STATE_COLUMNS`.
+
+        Read once per run; the plan compares it with the source in column form.
+        """
+        import pandas as pd
+
+        stmt = sa.select(*(_records.c[name] for name in STATE_COLUMNS)).where(
+            _records.c.integration == integration
+        )
+        if data_types is not None:
+            stmt = stmt.where(_records.c.data_type.in_(list(data_types)))
+        with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                frame = _pg_copy_frame(conn, stmt)
+            else:
+                rows = conn.execute(stmt).all()
+                frame = pd.DataFrame.from_records(rows, columns=list(STATE_COLUMNS))
+        return _typed_state(frame)
+
+    def record_outcomes(
+        self, run_id: int, entries: Sequence[OutcomeEntry], *, integration: str, chunk_no: int
+    ) -> None:
+        """Write a batch of push outcomes in one transaction, as they arrive from the client.
+
+        Accepted outcomes replace the record's accepted hash and payload; rejected and failed
+        ones keep them (Grip still holds what it accepted before). The chunk's counters and the
+        run's heartbeat move in the same transaction, and rejected or failed records become
+        problems of the run.
+        """
+        if not entries:
+            return
+        # NOTE: one statement may not touch a key twice; the last outcome of a key wins.
+        entries = list({(e.data_type, e.registration_id): e for e in entries}.values())
+        accepted = [self._outcome_row(integration, run_id, e) for e in entries if e.accepted]
+        refused = [self._outcome_row(integration, run_id, e) for e in entries if not e.accepted]
+        counts = {o: 0 for o in ("created", "updated", "rejected", "failed")}
+        requests = 0
+        for entry in entries:
+            counts[entry.outcome] += 1
+            requests += entry.attempts
+        problems = [
+            {
+                "run_id": run_id,
+                "data_type": e.data_type,
+                "registration_id": e.registration_id,
+                "source_row": e.source_row,
+                "step": "push",
+                "outcome": e.outcome,
+                "status": e.status,
+                "reasons": e.reason or e.outcome,
+            }
+            for e in entries
+            if not e.accepted
+        ]
+        with self._begin() as conn:
+            if accepted:
+                conn.execute(
+                    self._upsert(
+                        _records,
+                        accepted,
+                        keys=("integration", "data_type", "registration_id"),
+                        update=_ACCEPTED_UPDATE,
+                    )
+                )
+            if refused:
+                for row in refused:
+                    row.pop("accepted_hash")
+                    row.pop("accepted_payload")
+                conn.execute(
+                    self._upsert(
+                        _records,
+                        refused,
+                        keys=("integration", "data_type", "registration_id"),
+                        update=_REFUSED_UPDATE,
+                    )
+                )
+            if problems:
+                conn.execute(_problems.insert(), problems)
+            c = _chunks.c
+            conn.execute(
+                _chunks.update()
+                .where(c.run_id == run_id, c.chunk_no == chunk_no)
+                .values(
+                    created=c.created + counts["created"],
+                    updated=c.updated + counts["updated"],
+                    rejected=c.rejected + counts["rejected"],
+                    failed=c.failed + counts["failed"],
+                    requests=c.requests + requests,
+                )
+            )
+            conn.execute(_runs.update().where(_runs.c.id == run_id).values(heartbeat_at=now()))
+
+    @staticmethod
+    def _outcome_row(integration: str, run_id: int, e: OutcomeEntry) -> dict[str, Any]:
+        return {
+            "integration": integration,
+            "data_type": e.data_type,
+            "registration_id": e.registration_id,
+            "accepted_hash": e.content_hash,
+            "accepted_payload": _compress(e.payload_json),
+            "sent_hash": e.content_hash,
+            "grip_id": e.grip_id,
+            "last_outcome": e.outcome,
+            "last_reason": e.reason,
+            "last_status": e.status,
+            "attempts": e.attempts,
+            "first_pushed_at": e.at,
+            "last_pushed_at": e.at,
+            "last_run_id": run_id,
+            "last_seen_run_id": run_id,
+            "vanished_run_id": None,
+            "source_row": e.source_row,
+        }
+
+    def record_problems(
+        self, run_id: int, problems: Sequence[Problem], *, integration: str
+    ) -> None:
+        """Store a run's validation rejects; records with a key get ``invalid`` as last outcome.
+
+        What Grip accepted before stays as it is: an invalid row is not pushed, so Grip keeps
+        the last version it accepted.
+        """
+        if not problems:
+            return
+        rows = [
+            {
+                "run_id": run_id,
+                "data_type": p.data_type,
+                "registration_id": p.registration_id,
+                "source_row": p.source_row,
+                "step": p.step,
+                "outcome": p.outcome,
+                "status": p.status,
+                "reasons": p.reasons,
+            }
+            for p in problems
+        ]
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for p in problems:
+            if p.registration_id:
+                latest[(p.data_type, p.registration_id)] = {
+                    "integration": integration,
+                    "data_type": p.data_type,
+                    "registration_id": p.registration_id,
+                    "last_outcome": RecordOutcome.INVALID.value,
+                    "last_reason": p.reasons,
+                    "attempts": 0,
+                    "last_run_id": run_id,
+                    "last_seen_run_id": run_id,
+                    "vanished_run_id": None,
+                    "source_row": p.source_row,
+                }
+        with self._begin() as conn:
+            for start in range(0, len(rows), _BATCH * 10):
+                conn.execute(_problems.insert(), rows[start : start + _BATCH * 10])
+            records = list(latest.values())
+            for start in range(0, len(records), _BATCH):
+                conn.execute(
+                    self._upsert(
+                        _records,
+                        records[start : start + _BATCH],
+                        keys=("integration", "data_type", "registration_id"),
+                        update=(
+                            "last_outcome",
+                            "last_reason",
+                            "last_run_id",
+                            "last_seen_run_id",
+                            "vanished_run_id",
+                            "source_row",
+                        ),
+                    )
+                )
+
+    def problems(self, run_id: int) -> Iterator[Problem]:
+        """A run's problems in the order they were recorded, streamed."""
+        stmt = (
+            sa.select(
+                _problems.c.data_type,
+                _problems.c.registration_id,
+                _problems.c.source_row,
+                _problems.c.step,
+                _problems.c.outcome,
+                _problems.c.reasons,
+                _problems.c.status,
+            )
+            .where(_problems.c.run_id == run_id)
+            .order_by(_problems.c.id)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=5_000).execute(stmt)
+            for row in result:
+                yield Problem(*row)
+
+    def problem_reasons(self, run_id: int) -> dict[tuple[str, str], int]:
+        """Count a run's problems by ``(step, reason)``."""
+        stmt = (
+            sa.select(_problems.c.step, _problems.c.reasons, sa.func.count())
+            .where(_problems.c.run_id == run_id)
+            .group_by(_problems.c.step, _problems.c.reasons)
+        )
+        with self._begin() as conn:
+            return {(step, reasons): int(n) for step, reasons, n in conn.execute(stmt)}
+
+    def accepted_hashes(
+        self, integration: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """Return the accepted hash of each ``(data_type, registration_id)`` that has one."""
+        by_type: dict[str, list[str]] = {}
+        for data_type, registration_id in keys:
+            by_type.setdefault(data_type, []).append(registration_id)
+        out: dict[tuple[str, str], str] = {}
+        r = _records.c
+        with self._begin() as conn:
+            for data_type, ids in by_type.items():
+                for start in range(0, len(ids), _BATCH):
+                    stmt = sa.select(r.registration_id, r.accepted_hash).where(
+                        r.integration == integration,
+                        r.data_type == data_type,
+                        r.registration_id.in_(ids[start : start + _BATCH]),
+                        r.accepted_hash.is_not(None),
+                    )
+                    for registration_id, accepted_hash in conn.execute(stmt):
+                        out[(data_type, registration_id)] = accepted_hash
+        return out
+
+    def accepted_payloads(
+        self, integration: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """Return the canonical JSON Grip last accepted for each key that has one."""
+        out: dict[tuple[str, str], str] = {}
+        r = _records.c
+        with self._begin() as conn:
+            for data_type, registration_id in keys:
+                blob = conn.execute(
+                    sa.select(r.accepted_payload).where(
+                        r.integration == integration,
+                        r.data_type == data_type,
+                        r.registration_id == registration_id,
+                    )
+                ).scalar()
+                text = decompress_payload(blob)
+                if text is not None:
+                    out[(data_type, registration_id)] = text
+        return out
+
+    def record(self, integration: str, data_type: str, registration_id: str) -> dict[str, Any]:
+        """One record's ledger row (without the stored payload); empty if never seen."""
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(_records).where(
+                    _records.c.integration == integration,
+                    _records.c.data_type == data_type,
+                    _records.c.registration_id == registration_id,
+                )
+            ).first()
+        if row is None:
+            return {}
+        out = dict(row._mapping)
+        out.pop("accepted_payload", None)
+        return out
+
+    def mark_seen(
+        self,
+        run_id: int,
+        integration: str,
+        data_type: str,
+        vanished: pd.DataFrame,
+    ) -> None:
+        """Record which of a data type's records the run saw in the source and which vanished.
+
+        Every record of the data type is marked as seen by ``run_id`` except those in
+        ``vanished`` (columns ``registration_id``, ``last_seen_run_id``, ``vanished_run_id`` as
+        loaded by :meth:`load_state`), which keep their last sighting and get the first run
+        that missed them. Vanished records are never deleted.
+        """
+        r = _records.c
+        restore = [
+            {
+                "b_id": str(row.registration_id),
+                "b_seen": None if _missing(row.last_seen_run_id) else int(row.last_seen_run_id),
+                "b_gone": run_id if _missing(row.vanished_run_id) else int(row.vanished_run_id),
+            }
+            for row in vanished.itertuples(index=False)
+        ]
+        with self._begin() as conn:
+            conn.execute(
+                _records.update()
+                .where(r.integration == integration, r.data_type == data_type)
+                .values(last_seen_run_id=run_id, vanished_run_id=None)
+            )
+            if restore:
+                stmt = (
+                    _records.update()
+                    .where(
+                        r.integration == integration,
+                        r.data_type == data_type,
+                        r.registration_id == sa.bindparam("b_id"),
+                    )
+                    .values(
+                        last_seen_run_id=sa.bindparam("b_seen"),
+                        vanished_run_id=sa.bindparam("b_gone"),
+                    )
+                )
+                for start in range(0, len(restore), _BATCH * 10):
+                    conn.execute(stmt, restore[start : start + _BATCH * 10])
+
+    def record_counts(self, integration: str) -> dict[str, dict[str, int]]:
+        """Count an integration's records by data type and last outcome (``vanished`` apart)."""
+        r = _records.c
+        stmt = (
+            sa.select(r.data_type, r.last_outcome, r.vanished_run_id.is_not(None), sa.func.count())
+            .where(r.integration == integration)
+            .group_by(r.data_type, r.last_outcome, r.vanished_run_id.is_not(None))
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self._begin() as conn:
+            for data_type, outcome, gone, n in conn.execute(stmt):
+                counts = out.setdefault(data_type, {})
+                key = "vanished" if gone else (outcome or "unknown")
+                counts[key] = counts.get(key, 0) + int(n)
+        return out
+
+    # -- files and watermarks -----------------------------------------------------------------
+
+    def add_files(self, run_id: int, integration: str, files: Sequence[FileEntry]) -> None:
+        """Note the source files a run read; they count as processed once the run commits."""
+        rows = [
+            {
+                "run_id": run_id,
+                "integration": integration,
+                "data_type": f.data_type,
+                "name": f.name,
+                "size": f.size,
+                "mtime": f.mtime,
+                "sha256": f.sha256,
+                "committed": False,
+            }
+            for f in files
+        ]
+        if rows:
+            with self._begin() as conn:
+                conn.execute(_files.insert(), rows)
+
+    def run_files(self, run_id: int) -> list[FileEntry]:
+        """The source files a run read."""
+        f = _files.c
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(f.data_type, f.name, f.size, f.mtime, f.sha256)
+                .where(f.run_id == run_id)
+                .order_by(f.data_type, f.name)
+            ).all()
+        return [FileEntry(*row) for row in rows]
+
+    def processed_files(self, integration: str, data_type: str) -> list[FileEntry]:
+        """The files of committed runs: what an ``unprocessed`` source must not read again."""
+        f = _files.c
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(f.data_type, f.name, f.size, f.mtime, f.sha256)
+                .where(f.integration == integration, f.data_type == data_type, f.committed)
+                .order_by(f.name)
+            ).all()
+        return [FileEntry(*row) for row in rows]
+
+    def watermark(self, integration: str, data_type: str) -> Any:
+        """The cursor watermark an incremental source reached, or ``None`` before any."""
+        w = _watermarks.c
+        with self._begin() as conn:
+            text = conn.execute(
+                sa.select(w.value).where(w.integration == integration, w.data_type == data_type)
+            ).scalar()
+        return None if text is None else json.loads(text)
+
+    def watermarks(self, integration: str) -> dict[str, Any]:
+        """Every data type's watermark of an integration."""
+        w = _watermarks.c
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(w.data_type, w.value).where(w.integration == integration)
+            ).all()
+        return {dt: None if text is None else json.loads(text) for dt, text in rows}
+
+    def commit_run(self, run_id: int, integration: str, watermarks: dict[str, Any]) -> None:
+        """Make a finished run's files count as processed and its watermarks the current ones."""
+        stamp = now()
+        rows = [
+            {
+                "integration": integration,
+                "data_type": data_type,
+                "value": json.dumps(value, default=str),
+                "run_id": run_id,
+                "updated_at": stamp,
+            }
+            for data_type, value in watermarks.items()
+            if value is not None
+        ]
+        with self._begin() as conn:
+            conn.execute(_files.update().where(_files.c.run_id == run_id).values(committed=True))
+            if rows:
+                conn.execute(
+                    self._upsert(
+                        _watermarks,
+                        rows,
+                        keys=("integration", "data_type"),
+                        update=("value", "run_id", "updated_at"),
+                    )
+                )
+
+    # -- whole-table views --------------------------------------------------------------------
+
+    def table_snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every ledger table, sorted: for tests that a dry run changed nothing."""
+        out = {}
+        with self._begin() as conn:
+            for table in (
+                _integrations,
+                _decisions,
+                _records,
+                _runs,
+                _chunks,
+                _problems,
+                _files,
+                _watermarks,
+            ):
+                rows = conn.execute(sa.select(table)).all()
+                out[table.name] = sorted((tuple(row) for row in rows), key=repr)
+        return out
+
+
+_ACCEPTED_UPDATE = (
+    "accepted_hash",
+    "accepted_payload",
+    "sent_hash",
+    "grip_id",
+    "last_outcome",
+    "last_reason",
+    "last_status",
+    "attempts",
+    "first_pushed_at",
+    "last_pushed_at",
+    "last_run_id",
+    "last_seen_run_id",
+    "vanished_run_id",
+    "source_row",
+)
+_REFUSED_UPDATE = tuple(
+    name for name in _ACCEPTED_UPDATE if name not in ("accepted_hash", "accepted_payload")
+)
+
+
+@contextmanager
+def _transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` that turns database errors into a LedgerError naming the ledger."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except sa.exc.SQLAlchemyError as err:
+        raise LedgerError(f"ledger query failed at {safe_url(engine.url)}: {err}") from err
+
+
+def _upsert_builder(dialect: str) -> Any:
+    """Return ``build(table, rows, keys, update)`` making an insert-or-update for ``dialect``."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        insert_fn: Any = pg_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        insert_fn = sqlite_insert
+    else:
+        raise LedgerError(
+            f"the ledger runs on PostgreSQL or SQLite; a {dialect} database is not supported"
+        )
+
+    def build(
+        table: sa.Table, rows: list[dict[str, Any]], *, keys: Sequence[str], update: Sequence[str]
+    ) -> Any:
+        stmt = insert_fn(table).values(rows)
+        if not update:
+            return stmt.on_conflict_do_nothing(index_elements=list(keys))
+        excluded = stmt.excluded
+        values: dict[str, Any] = {}
+        for name in update:
+            column = table.c[name]
+            if name == "attempts":
+                values[name] = column + excluded[name]
+            elif name == "first_pushed_at":
+                values[name] = sa.func.coalesce(column, excluded[name])
+            elif name == "grip_id":
+                values[name] = sa.func.coalesce(excluded[name], column)
+            else:
+                values[name] = excluded[name]
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=values)
+
+    return build
+
+
+def _pg_copy_frame(conn: Connection, stmt: sa.Select[Any]) -> pd.DataFrame:
+    """Read a select through PostgreSQL's COPY into a frame: several times faster than rows."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    buffer = io.BytesIO()
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor: Any = raw.cursor()
+    try:
+        cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
+    finally:
+        cursor.close()
+    buffer.seek(0)
+    types = {
+        "data_type": pa.string(),
+        "registration_id": pa.string(),
+        "accepted_hash": pa.string(),
+        "sent_hash": pa.string(),
+        "last_outcome": pa.string(),
+        "last_seen_run_id": pa.int64(),
+        "vanished_run_id": pa.int64(),
+    }
+    table = pacsv.read_csv(
+        buffer,
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
+    )
+    return table.to_pandas(types_mapper=_arrow_types)
+
+
+def _arrow_types(arrow_type: Any) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    if arrow_type == pa.string():
+        return pd.ArrowDtype(pa.string())
+    if arrow_type == pa.int64():
+        return pd.Int64Dtype()
+    return None
+
+
+def _typed_state(frame: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+
+    text = pd.ArrowDtype(pa.string())
+    out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    for name in STATE_COLUMNS:
+        column = frame[name] if name in frame else pd.Series([None] * len(frame))
+        dtype = pd.Int64Dtype() if name.endswith("_run_id") else text
+        out[name] = column.reset_index(drop=True).astype(dtype)
+    return out
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _aware(stamp: datetime) -> datetime:
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def _replace_stage(state: IntegrationState) -> IntegrationState:
+    from dataclasses import replace
+
+    return replace(state, stage=Stage(state.stage))

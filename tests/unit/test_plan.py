@@ -1,0 +1,213 @@
+"""The plan: hashing, classification against the ledger, duplicates, vanished records, diffs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grip.engine.plan import (
+    Action,
+    ExampleKeeper,
+    LedgerIndex,
+    PlanCounts,
+    diff_payloads,
+    find_duplicates,
+    hash_payloads,
+    to_push,
+)
+from grip.ledger import STATE_COLUMNS
+from grip.payload import canonical_json, content_hash
+
+
+def _state(rows: list[tuple]) -> pd.DataFrame:
+    """Ledger rows as (data_type, registration_id, accepted, sent, outcome)."""
+    frame = pd.DataFrame(
+        [(*row, 1, None) for row in rows],
+        columns=list(STATE_COLUMNS),
+    )
+    return frame.astype({"last_seen_run_id": "Int64", "vanished_run_id": "Int64"})
+
+
+def test_hash_ignores_key_order_and_whitespace() -> None:
+    a = canonical_json({"b": 1, "a": {"y": [1, 2], "x": "Иван"}})
+    b = canonical_json({"a": {"x": "Иван", "y": [1, 2]}, "b": 1})
+    assert a == b
+    hashes = hash_payloads([a, b, canonical_json({"a": 1})])
+    assert hashes[0] == hashes[1] == content_hash(a)
+    assert hashes[2] != hashes[0]
+
+
+@pytest.mark.parametrize(
+    ("ledger_row", "current", "expected"),
+    [
+        (None, "h1", Action.NEW),
+        (("h1", "h1", "created"), "h1", Action.UNCHANGED),
+        (("h1", "h1", "updated"), "h2", Action.CHANGED),
+        (("h1", "h2", "failed"), "h2", Action.RETRY),
+        (("h1", "h2", "failed"), "h1", Action.RETRY),
+        ((None, "h2", "failed"), "h2", Action.RETRY),
+        (("h1", "h2", "rejected"), "h2", Action.HELD),
+        (("h1", "h2", "rejected"), "h3", Action.CHANGED),
+        (("h1", "h2", "rejected"), "h1", Action.UNCHANGED),
+        ((None, "h2", "rejected"), "h2", Action.HELD),
+        ((None, "h2", "rejected"), "h3", Action.CHANGED),
+        ((None, None, "invalid"), "h1", Action.NEW),
+        (("h1", "h1", "invalid"), "h1", Action.UNCHANGED),
+        (("h1", "h1", "invalid"), "h2", Action.CHANGED),
+    ],
+)
+def test_classification_rules(ledger_row, current, expected) -> None:
+    rows = [] if ledger_row is None else [("visitor", "R1", *ledger_row)]
+    index = LedgerIndex(_state(rows))
+    actions = index.classify("visitor", np.array(["R1"], dtype=object), np.array([current]))
+    assert list(actions) == [expected.value]
+
+
+def test_classification_is_per_data_type_and_keeps_chunk_order() -> None:
+    index = LedgerIndex(
+        _state(
+            [
+                ("visitor", "A", "ha", "ha", "created"),
+                ("visitor", "B", "hb", "hb", "created"),
+                ("exhibitor", "A", "hx", "hx", "created"),
+            ]
+        )
+    )
+    ids = np.array(["C", "B", "A"], dtype=object)
+    actions = index.classify("visitor", ids, np.array(["hc", "hb", "changed"], dtype=object))
+    assert list(actions) == ["new", "unchanged", "changed"]
+    # the exhibitor A is another record: same id, different data type
+    assert list(index.classify("exhibitor", np.array(["A"]), np.array(["hx"]))) == ["unchanged"]
+    assert list(index.classify("representative", np.array(["A"]), np.array(["hx"]))) == ["new"]
+
+
+def test_vanished_are_the_accepted_records_the_run_did_not_see() -> None:
+    index = LedgerIndex(
+        _state(
+            [
+                ("visitor", "A", "ha", "ha", "created"),
+                ("visitor", "B", "hb", "hb", "created"),
+                ("visitor", "C", None, None, "invalid"),
+                ("visitor", "D", "hd", "hd", "updated"),
+                ("exhibitor", "E", "he", "he", "created"),
+            ]
+        )
+    )
+    index.classify("visitor", np.array(["A"]), np.array(["ha"]))
+    index.classify("visitor", np.array(["D", "Z"]), np.array(["x", "z"]))
+    gone = index.vanished(["visitor"])
+    # C was never accepted: nothing of it is in Grip, so nothing vanished from Grip's view
+    assert list(gone["registration_id"]) == ["B"]
+    assert list(index.vanished(["visitor", "exhibitor"])["registration_id"]) == ["B", "E"]
+
+
+def test_empty_ledger_plans_everything_new() -> None:
+    index = LedgerIndex(_state([]))
+    actions = index.classify("visitor", np.array(["A", "B"]), np.array(["1", "2"]))
+    assert list(actions) == ["new", "new"]
+    assert index.vanished(["visitor"]).empty
+
+
+@pytest.mark.parametrize(
+    ("stage", "expected"),
+    [
+        ("sync", [True, True, False, True, False]),
+        ("full", [True, True, False, True, True]),
+    ],
+)
+def test_what_each_stage_pushes(stage, expected) -> None:
+    actions = np.array(["new", "changed", "unchanged", "retry", "held"], dtype=object)
+    assert list(to_push(actions, stage)) == expected
+
+
+def test_duplicates_across_chunks_and_data_types_reject_every_copy() -> None:
+    keys = pd.DataFrame(
+        {
+            "data_type": ["visitor", "visitor", "exhibitor", "visitor", "visitor"],
+            "registration_id": ["A", "B", "A", "C", "B"],
+            "source_row": [1, 2, 1, 3, 9],
+        }
+    )
+    found = find_duplicates(keys)
+    assert sorted(
+        zip(found["data_type"], found["registration_id"], found["source_row"], strict=True)
+    ) == [
+        ("exhibitor", "A", 1),
+        ("visitor", "A", 1),
+        ("visitor", "B", 2),
+        ("visitor", "B", 9),
+    ]
+    reason = found.loc[found["registration_id"] == "B", "reason"].iloc[0]
+    assert "occurs 2 times" in reason
+    assert "visitor row 2" in reason
+    assert "visitor row 9" in reason
+    assert find_duplicates(keys.iloc[[0, 1, 3]]).empty
+
+
+def test_counts_add_up() -> None:
+    counts = PlanCounts()
+    counts.add(np.array(["new", "new", "unchanged", "retry"], dtype=object))
+    counts.add(np.array(["held", "changed"], dtype=object))
+    counts.remove(["new"])
+    assert counts.as_dict() == {
+        "new": 1,
+        "changed": 1,
+        "unchanged": 1,
+        "retry": 1,
+        "held": 1,
+        "vanished": 0,
+    }
+    assert counts.total == 5
+
+
+def test_diff_shows_fields_and_metadata_keys() -> None:
+    old = {"name": "Ann", "email": "a@x", "metadata_raw": {"k": [{"en-gb": "1"}], "z": []}}
+    new = {"name": "Anne", "email": "a@x", "metadata_raw": {"k": [{"en-gb": "2"}]}, "x": 1}
+    assert diff_payloads(old, new) == [
+        ("metadata_raw.k", [{"en-gb": "1"}], [{"en-gb": "2"}]),
+        ("metadata_raw.z", [], None),
+        ("name", "Ann", "Anne"),
+        ("x", None, 1),
+    ]
+
+
+def test_example_keeper_keeps_the_first_changed_records() -> None:
+    keeper = ExampleKeeper(limit=2)
+    ids = np.array(["A", "B", "C", "D"], dtype=object)
+    payloads = np.array([canonical_json({"n": i}) for i in range(4)], dtype=object)
+    keeper.offer("visitor", ids, payloads, np.array(["new", "changed", "changed", "changed"]))
+    keeper.offer("visitor", ids, payloads, np.array(["changed"] * 4))
+    assert [key for _, key, _ in keeper.items] == ["B", "C"]
+    changes = keeper.changes({("visitor", "B"): canonical_json({"n": 0})})
+    assert [(c.registration_id, c.field, c.old, c.new) for c in changes] == [("B", "n", 0, 1)]
+
+
+def test_index_scales_to_a_million_records() -> None:
+    n = 1_000_000
+    ids = np.array([f"R{i:07d}" for i in range(n)], dtype=object)
+    state = pd.DataFrame(
+        {
+            "data_type": "visitor",
+            "registration_id": ids,
+            "accepted_hash": ids,
+            "sent_hash": ids,
+            "last_outcome": "created",
+            "last_seen_run_id": 1,
+            "vanished_run_id": None,
+        }
+    )
+    index = LedgerIndex(state)
+    hashes = ids.copy()
+    hashes[::1000] = "different"
+    actions = np.concatenate(
+        [
+            index.classify("visitor", ids[i : i + 50_000], hashes[i : i + 50_000])
+            for i in range(0, n, 50_000)
+        ]
+    )
+    counts = PlanCounts()
+    counts.add(actions)
+    assert counts.changed == 1000
+    assert counts.unchanged == n - 1000
+    assert index.vanished(["visitor"]).empty
