@@ -67,6 +67,9 @@ class IntegrationSpec(_Strict):
     data_types: dict[str, DataTypeSpec] = Field(min_length=1)
     grip_conn_id: str = "grip_default"
     ledger_conn_id: str = "grip_ledger"
+    ledger_url: str | None = None
+    """Ledger database outside Airflow (SQLAlchemy URL); ``GRIP_LEDGER_URL`` overrides it and
+    without either a SQLite file ``var/ledger.sqlite`` is used. Airflow uses ``ledger_conn_id``."""
     schedule: str | None = "@daily"
     sample_size: int = Field(default=25, ge=10, le=50)
     limits: LimitsSpec = LimitsSpec()
