@@ -129,48 +129,67 @@ class FaultsAndLog:
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
 
-        status: int | None
+        # NOTE: each request's log line is written before the first byte of its answer (or the
+        # drop), so a client that has seen the answer always finds the line in the log.
         if decision.outcome == PASS:
-            status = await self._pass(scope, receive, send, decision.slow_s)
+            await self._pass(scope, receive, send, when, note, decision.slow_s)
+            return
+        note["registration_id"] = _peek_registration_id(await _read_body(receive))
+        if decision.outcome == RATE_LIMITED:
+            self._record(scope, when, 429, note, "rate limited")
+            await self._rate_limited(send)
+        elif decision.outcome == DROP:
+            self._record(scope, when, None, note, "dropped connection")
+            await self._drop(scope, receive, send)
         else:
-            body = await _read_body(receive)
-            note["registration_id"] = _peek_registration_id(body)
-            if decision.outcome == RATE_LIMITED:
-                status = 429
-                note["reason"] = "rate limited"
-                await self._rate_limited(send)
-            elif decision.outcome == DROP:
-                status = None
-                note["reason"] = "dropped connection"
-                await self._drop(scope, receive, send)
-            else:
-                assert isinstance(decision.outcome, int)
-                status = decision.outcome
-                note["reason"] = f"fault {status}"
-                await _send_json(send, status, _fail_body(_FAULT_MESSAGES[status]))
+            assert isinstance(decision.outcome, int)
+            status = decision.outcome
+            self._record(scope, when, status, note, f"fault {status}")
+            await _send_json(send, status, _fail_body(_FAULT_MESSAGES[status]))
 
+    def _record(
+        self,
+        scope: Scope,
+        when: str,
+        status: int | None,
+        note: dict[str, Any],
+        reason: str | None = None,
+    ) -> None:
         self.state.store.log(
             when,
             scope["method"],
             scope["path"],
             status,
             note.get("registration_id"),
-            note.get("reason"),
+            reason if reason is not None else note.get("reason"),
         )
 
-    async def _pass(self, scope: Scope, receive: Receive, send: Send, slow_s: float) -> int:
-        status = 0
+    async def _pass(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        when: str,
+        note: dict[str, Any],
+        slow_s: float,
+    ) -> None:
+        started = False
 
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                started = True
+                self._record(scope, when, message["status"], note)
                 if slow_s:
                     await asyncio.sleep(slow_s)
             await send(message)
 
-        await self.app(scope, receive, capture)
-        return status
+        try:
+            await self.app(scope, receive, capture)
+        except Exception:
+            if not started:
+                self._record(scope, when, 500, note, "internal error of the sandbox")
+            raise
 
     async def _rate_limited(self, send: Send) -> None:
         settings = self.state.faults.settings
