@@ -64,8 +64,10 @@ class DropSource(Source):
         settle_seconds: float,
         processed: Collection[SourceFile] | Collection[str] = (),
         required_columns: Collection[str] | None = None,
+        temp_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.temp_dir = temp_dir
         self.folder = folder
         self.pattern = pattern
         self.select = select
@@ -87,13 +89,19 @@ class DropSource(Source):
         """Make a local copy (or use the file in place); return its path and sha256."""
         raise NotImplementedError
 
+    def _stat(self, entry: Listed) -> tuple[int, float] | None:
+        """The file's size and modification time now, or None if it is gone."""
+        raise NotImplementedError
+
     def _move(self, entry: Listed, folder: str) -> str:
         raise NotImplementedError
 
     # The shared part -----------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._work_dir = Path(tempfile.mkdtemp(prefix="grip-source-"))
+        if self.temp_dir:
+            Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+        self._work_dir = Path(tempfile.mkdtemp(prefix="grip-source-", dir=self.temp_dir))
 
     def _close(self) -> None:
         if self._work_dir is not None:
@@ -157,6 +165,15 @@ class DropSource(Source):
         prepared: list[tuple[Listed, SourceFile, FileLayout]] = []
         for entry in self.choose():
             local, digest = self._fetch(entry, self._work_dir)
+            if self._stat(entry) != entry.looks:
+                # It changed while it was fetched: a slow upload that paused between looks.
+                logger.info(
+                    "%s: %s changed while it was read; left for the next run",
+                    self.describe(),
+                    entry.name,
+                )
+                self.left_for_next_run.append(entry.name)
+                continue
             logger.info(
                 "%s: fetched %s (%d bytes, sha256 %s)",
                 self.describe(),
@@ -263,6 +280,13 @@ class FileSource(DropSource):
             return path, sha256_file(path)
         except OSError as err:
             raise SourceError(f"{entry.path}: cannot read the file ({err.strerror})") from err
+
+    def _stat(self, entry: Listed) -> tuple[int, float] | None:
+        try:
+            stat = os.stat(entry.path)
+        except FileNotFoundError:
+            return None
+        return stat.st_size, stat.st_mtime
 
     def _move(self, entry: Listed, folder: str) -> str:
         target_dir = Path(folder)
