@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.sandbox import sandbox, sandbox_server  # noqa: F401  (fixtures)
 from tests.harness.services import scratch_database, unavailable
 from tests.harness.sshd import SshServer, start_sshd
 

@@ -38,6 +38,7 @@ class RateLimiter:
         self._answers: deque[float] = deque()
         self._last_cut = -1e9
         self._last_raise = 0.0
+        self._ceiling: float | None = None
 
     @property
     def rate(self) -> float | None:
@@ -77,7 +78,9 @@ class RateLimiter:
             self._trim(now)
             if self._rate is not None and now - self._last_raise >= 1.0:
                 if now - self._last_cut >= 2.0:
-                    self._rate *= 1.02
+                    # far under the rate of the last 429: climb back fast; near it: probe gently
+                    near = self._ceiling is None or self._rate >= 0.95 * self._ceiling
+                    self._rate *= 1.02 if near else 1.10
                 self._last_raise = now
 
     def on_throttled(self) -> None:
@@ -89,13 +92,15 @@ class RateLimiter:
             if now - self._last_cut < 1.0:
                 return  # answers already in flight when the rate was cut say nothing new
             self._trim(now)
-            window = min(2.0, now - self._answers[0]) if self._answers else 0.0
-            accepted = len(self._answers) / window if window >= 0.5 else None
+            count = len(self._answers)
+            span = now - self._answers[0] if self._answers else 0.0
+            accepted = count / max(span, 0.2) if count >= 3 else None
             current = self._rate
-            if accepted is not None and accepted > 0:
+            if accepted is not None:
                 new = accepted * 0.97 if current is None else min(current, accepted) * 0.97
+                self._ceiling = accepted
             else:
-                new = (current or 10.0) * 0.5
+                new = current * 0.5 if current is not None else 5.0
             self._rate = max(new, _MIN_RATE)
             self._last_cut = now
             self._last_raise = now
