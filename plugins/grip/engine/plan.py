@@ -100,17 +100,25 @@ class LedgerIndex:
         value = self._accepted[position]
         return None if value is None else str(value)
 
-    def vanished(self, data_types: Iterable[str]) -> pd.DataFrame:
-        """Records of ``data_types`` that Grip holds but that the run did not see in the source."""
+    def see(self, data_type: str, registration_ids: pd.Series | np.ndarray) -> None:
+        """Note records the source holds that are not planned (rejected by validation)."""
+        if len(registration_ids):
+            self.positions(data_type, registration_ids)
+
+    def unseen(self, data_types: Iterable[str]) -> pd.DataFrame:
+        """Ledger records of ``data_types`` the run did not see in the source, in ledger order."""
         parts = []
         for data_type in data_types:
             rows = self._rows.get(data_type)
-            if rows is None:
-                continue
-            gone = rows[~self._seen[data_type]]
-            parts.append(gone[pd.notna(self._accepted[gone])])
+            if rows is not None:
+                parts.append(rows[~self._seen[data_type]])
         rows = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
         return self.state.iloc[np.sort(rows)].reset_index(drop=True)
+
+    def vanished(self, data_types: Iterable[str]) -> pd.DataFrame:
+        """Records of ``data_types`` that Grip holds but that the run did not see in the source."""
+        unseen = self.unseen(data_types)
+        return unseen[unseen["accepted_hash"].notna().to_numpy()].reset_index(drop=True)
 
 
 def _text(column: pd.Series) -> np.ndarray:

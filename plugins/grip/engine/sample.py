@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,14 +139,20 @@ class SampleSelector:
             wanted.update(("field", data_type, name) for name in names)
         return wanted
 
-    def select(self) -> list[tuple[str, str]]:
-        """Return the chosen ``(data_type, registration_id)`` keys, in rank order."""
+    def select(self, exclude: Collection[str] = ()) -> list[tuple[str, str]]:
+        """Return the chosen ``(data_type, registration_id)`` keys, in rank order.
+
+        Args:
+            exclude: registration ids that may not be chosen (duplicates found after the read).
+        """
+        banned = set(exclude)
         wanted = self.wanted_features()
         pool: dict[tuple[str, str], _Candidate] = {}
         for feature, candidates in self._pools.items():
             if feature in wanted:
                 for c in candidates:
-                    pool[(c.data_type, c.registration_id)] = c
+                    if c.registration_id not in banned:
+                        pool[(c.data_type, c.registration_id)] = c
         ordered = sorted(pool.values(), key=lambda c: c.rank)
         chosen: dict[tuple[str, str], _Candidate] = {}
         uncovered = set(wanted)
@@ -161,7 +167,10 @@ class SampleSelector:
             chosen[(best.data_type, best.registration_id)] = best
             uncovered -= best.features
         by_type = {
-            dt: sorted(self._pools.get(("type", dt), []), key=lambda c: c.rank)
+            dt: sorted(
+                (c for c in self._pools.get(("type", dt), []) if c.registration_id not in banned),
+                key=lambda c: c.rank,
+            )
             for dt in sorted(self._rows)
         }
         while len(chosen) < self.size and any(by_type.values()):

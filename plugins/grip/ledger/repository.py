@@ -221,6 +221,47 @@ class OutcomeEntry:
         return self.outcome in ACCEPTED
 
 
+def encode_watermark(value: Any) -> str:
+    """Keep a cursor value as JSON text that remembers its type (datetimes stay datetimes)."""
+    import datetime as dt
+    import decimal
+
+    if isinstance(value, dt.datetime):
+        return json.dumps({"type": "datetime", "value": value.isoformat()})
+    if isinstance(value, dt.date):
+        return json.dumps({"type": "date", "value": value.isoformat()})
+    if isinstance(value, decimal.Decimal):
+        return json.dumps({"type": "decimal", "value": str(value)})
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()  # numpy scalars
+    if isinstance(value, bool | int | float | str):
+        return json.dumps({"type": type(value).__name__, "value": value})
+    raise LedgerError(
+        f"cannot keep a watermark of type {type(value).__name__} ({value!r}); a cursor column "
+        "must hold numbers, text, dates or timestamps"
+    )
+
+
+def decode_watermark(text: str | None) -> Any:
+    """Turn the text of :func:`encode_watermark` back into the cursor value."""
+    import datetime as dt
+    import decimal
+
+    if text is None:
+        return None
+    data = json.loads(text)
+    if not isinstance(data, dict) or "type" not in data:
+        return data
+    kind, value = data["type"], data["value"]
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(value)
+    if kind == "date":
+        return dt.date.fromisoformat(value)
+    if kind == "decimal":
+        return decimal.Decimal(value)
+    return value
+
+
 def _snapshot(cls: type, row: sa.Row[Any] | None) -> Any:
     if row is None:
         return None
@@ -387,8 +428,13 @@ class Ledger:
         label: str | None = None,
         work_dir: str | None = None,
         report_dir: str | None = None,
+        pid: int | None = None,
     ) -> int:
-        """Register a new run as ``running`` and return its id."""
+        """Register a new run as ``running`` and return its id.
+
+        ``pid`` is given by a run that lives in one process (the CLI): if that process is gone,
+        a later run knows at once that this one was killed.
+        """
         stamp = now()
         with self._begin() as conn:
             self._ensure_integration(conn, integration)
@@ -403,7 +449,7 @@ class Ledger:
                     heartbeat_at=stamp,
                     fingerprint=fingerprint,
                     host=socket.gethostname(),
-                    pid=os.getpid(),
+                    pid=pid,
                     work_dir=work_dir,
                     report_dir=report_dir,
                     details={},
@@ -574,7 +620,7 @@ class Ledger:
                 "data_type": e.data_type,
                 "registration_id": e.registration_id,
                 "source_row": e.source_row,
-                "step": "push",
+                "step": "api",
                 "outcome": e.outcome,
                 "status": e.status,
                 "reasons": e.reason or e.outcome,
@@ -753,6 +799,30 @@ class Ledger:
                         out[(data_type, registration_id)] = accepted_hash
         return out
 
+    def outcomes_in_run(
+        self, integration: str, run_id: int, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The last outcome of each key among ``keys`` whose last push belongs to ``run_id``."""
+        by_type: dict[str, list[str]] = {}
+        for data_type, registration_id in keys:
+            by_type.setdefault(data_type, []).append(registration_id)
+        out: dict[tuple[str, str], str] = {}
+        r = _records.c
+        with self._begin() as conn:
+            for data_type, ids in by_type.items():
+                for start in range(0, len(ids), _BATCH):
+                    stmt = sa.select(r.registration_id, r.last_outcome).where(
+                        r.integration == integration,
+                        r.data_type == data_type,
+                        r.registration_id.in_(ids[start : start + _BATCH]),
+                        r.last_run_id == run_id,
+                        r.last_pushed_at.is_not(None),
+                        r.last_outcome.in_(["created", "updated", "rejected", "failed"]),
+                    )
+                    for rid, outcome in conn.execute(stmt):
+                        out[(data_type, rid)] = outcome
+        return out
+
     def accepted_payloads(
         self, integration: str, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], str]:
@@ -900,7 +970,7 @@ class Ledger:
             text = conn.execute(
                 sa.select(w.value).where(w.integration == integration, w.data_type == data_type)
             ).scalar()
-        return None if text is None else json.loads(text)
+        return decode_watermark(text)
 
     def watermarks(self, integration: str) -> dict[str, Any]:
         """Every data type's watermark of an integration."""
@@ -909,7 +979,7 @@ class Ledger:
             rows = conn.execute(
                 sa.select(w.data_type, w.value).where(w.integration == integration)
             ).all()
-        return {dt: None if text is None else json.loads(text) for dt, text in rows}
+        return {dt: decode_watermark(text) for dt, text in rows}
 
     def commit_run(self, run_id: int, integration: str, watermarks: dict[str, Any]) -> None:
         """Make a finished run's files count as processed and its watermarks the current ones."""
@@ -918,7 +988,7 @@ class Ledger:
             {
                 "integration": integration,
                 "data_type": data_type,
-                "value": json.dumps(value, default=str),
+                "value": encode_watermark(value),
                 "run_id": run_id,
                 "updated_at": stamp,
             }
