@@ -31,7 +31,7 @@ CSV_COLUMNS = (
 
 _CELL = 80
 _STEPS = ("read", "map", "validate", "plan", "push", "read_back", "finish")
-_COUNT_LABELS = (
+COUNT_LABELS = (
     ("read", "rows read from the source"),
     ("filtered", "left out by the mapping's filters"),
     ("invalid", "rejected by validation (and duplicates)"),
@@ -275,7 +275,7 @@ def _facts(report: RunReport) -> list[str]:
 
 def _counts(report: RunReport) -> list[str]:
     lines = ["## Counts", "", "| | records |", "| --- | ---: |"]
-    for key, label in _COUNT_LABELS:
+    for key, label in COUNT_LABELS:
         if key in report.counts:
             lines.append(f"| {label} | {report.counts[key]:,} |")
     return [*lines, ""]
