@@ -150,6 +150,13 @@ class SandboxServer:
             data = response.json()["data"]
             if not data:
                 return found
+            seen = {profile["id"] for profile in found}
+            repeated = [profile["id"] for profile in data if profile["id"] in seen]
+            if repeated:
+                raise AssertionError(
+                    f"page {page} of the detail endpoint repeats profile ids {repeated[:5]}; "
+                    "each page must continue where the last one ended"
+                )
             found.extend(data)
             page += 1
 
