@@ -77,10 +77,8 @@ class RateLimiter:
             self._answers.append(now)
             self._trim(now)
             if self._rate is not None and now - self._last_raise >= 1.0:
-                if now - self._last_cut >= 2.0:
-                    # far under the rate of the last 429: climb back fast; near it: probe gently
-                    near = self._ceiling is None or self._rate >= 0.95 * self._ceiling
-                    self._rate *= 1.02 if near else 1.10
+                if now - self._last_cut >= 1.5:
+                    self._rate *= self._climb()
                 self._last_raise = now
 
     def on_throttled(self) -> None:
@@ -96,14 +94,28 @@ class RateLimiter:
             span = now - self._answers[0] if self._answers else 0.0
             accepted = count / max(span, 0.2) if count >= 3 else None
             current = self._rate
-            if accepted is not None:
-                new = accepted * 0.97 if current is None else min(current, accepted) * 0.97
+            if accepted is not None and current is None:
+                # the first 429 of a push comes after a few answers: too few to trust as the
+                # server's limit, so start there and keep climbing fast
+                new = accepted
+            elif accepted is not None and current is not None:
+                new = min(current, accepted) * 0.97
                 self._ceiling = accepted
             else:
                 new = current * 0.5 if current is not None else 5.0
             self._rate = max(new, _MIN_RATE)
             self._last_cut = now
             self._last_raise = now
+
+    def _climb(self) -> float:
+        # Near the rate at which the last 429 came: probe gently. Far under it: climb back fast.
+        # Well past it with no 429: that estimate was wrong, forget it and climb fast.
+        rate, ceiling = self._rate or 0.0, self._ceiling
+        if ceiling is not None and rate > 1.05 * ceiling:
+            self._ceiling = ceiling = None
+        if ceiling is None:
+            return 1.5
+        return 1.02 if rate >= 0.95 * ceiling else 1.10
 
     def _trim(self, now: float) -> None:
         while self._answers and now - self._answers[0] > 2.0:
