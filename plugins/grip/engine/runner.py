@@ -314,6 +314,13 @@ class _Preparer:
         self.watermarks: dict[str, Any] = {}
         self.files: list[FileEntry] = []
         self.snapshot_types: list[str] = []
+        self.data_docs: dict[str, str] = {}
+        self.rejects_of_type: list[Any] = []
+        from grip.validation import KeySet
+
+        # NOTE: one key set for the whole run: a registration_id may appear once, whatever
+        # the data type (Grip keys profiles by it within the application).
+        self.key_set = KeySet()
         self.sample = stage == "sample"
         self.selector = SampleSelector(sample_size, self.spec.application.languages)
         self.writer = ChunkWriter(
@@ -328,6 +335,7 @@ class _Preparer:
             "filtered_reasons": dict(self.filtered),
             "validation_reasons": dict(self.validation_reasons),
             "sources": self.sources,
+            "data_docs": self.data_docs,
         }
 
     def counts_so_far(self) -> dict[str, int]:
@@ -421,7 +429,7 @@ class _Preparer:
     def _data_type(self, data_type: str, mapping: MappingSpec, index: LedgerIndex) -> None:
         from grip.mapping import Mapper
         from grip.sources import SourceFile, build_source
-        from grip.validation import Validator, check_reject_share
+        from grip.validation import Validator, check_reject_share, reason_counts
 
         config = self.spec.data_types[data_type].source
         incremental = self.stage == "sync"
@@ -446,7 +454,7 @@ class _Preparer:
             required_columns=mapping.required_columns,
         )
         mapper = Mapper(mapping)
-        validator = Validator(mapping, self.spec.application)
+        validator = Validator(mapping, self.spec.application, keys=self.key_set)
         read_before, invalid_before = self.read, self.invalid
         filtered_before = sum(self.filtered.values())
         with source:
@@ -479,10 +487,27 @@ class _Preparer:
             )
             if self._is_snapshot(config, watermark, files):
                 self.snapshot_types.append(data_type)
+        self._data_docs(data_type, validator)
         considered = self.read - read_before - (sum(self.filtered.values()) - filtered_before)
         check_reject_share(
-            considered, self.invalid - invalid_before, self.spec.limits.max_reject_share, data_type
+            considered,
+            self.invalid - invalid_before,
+            self.spec.limits.max_reject_share,
+            data_type,
+            reasons=reason_counts(self.rejects_of_type),
         )
+        self.rejects_of_type = []
+
+    def _data_docs(self, data_type: str, validator: Any) -> None:
+        started = time.perf_counter()
+        try:
+            page = validator.write_data_docs(self.report_dir / "data_docs" / data_type)
+        except Exception:
+            log.warning("%s: could not write the validation's Data Docs", data_type, exc_info=True)
+            page = None
+        if page is not None:
+            self.data_docs[data_type] = str(page)
+        self.timings["validate"] += time.perf_counter() - started
 
     def _chunk(
         self,
@@ -505,6 +530,7 @@ class _Preparer:
         started = time.perf_counter()
         problems = []
         rejected_ids = []
+        self.rejects_of_type.extend(validated.rejects)
         for reject in validated.rejects:
             reasons = [str(r) for r in reject.reasons]
             self.validation_reasons.update(reason_key(r) for r in reasons)
@@ -524,7 +550,7 @@ class _Preparer:
         index.see(data_type, np.array(rejected_ids, dtype=object))
         self._problems(problems)
 
-        valid = validated.valid
+        valid = validated.valid.rows
         ids = valid["registration_id"].astype(object).to_numpy()
         payloads = valid["payload_json"].astype(object).to_numpy()
         rows = np.asarray(valid.index, dtype=np.int64)
