@@ -1,15 +1,12 @@
-"""Running a stage: prepare (read, map, validate, plan), push chunk by chunk, finish (report)."""
+"""Preparing a run: read, map, validate and plan every data type; write the push chunks."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from grip.config import Integration
-from grip.engine.gate import check_stage, go_live, mappings_fingerprint, refusal
+from grip.engine.common import jsonable, load_mappings, reason_key, rounded
+from grip.engine.finish import fail_quietly
+from grip.engine.gate import check_stage, mappings_fingerprint, refusal
 from grip.engine.plan import (
     ExampleKeeper,
     LedgerIndex,
@@ -38,34 +37,18 @@ from grip.engine.workdir import (
     default_work_root,
     drop_keys,
     iter_chunks,
-    read_chunk,
     run_folder_name,
 )
-from grip.errors import ConfigError, GripError
-from grip.ledger import (
-    FileEntry,
-    Ledger,
-    OutcomeEntry,
-    Problem,
-    RunInfo,
-    RunStatus,
-    Stage,
-    default_ledger_url,
-)
-from grip.ledger.repository import decode_watermark, encode_watermark, now
-from grip.report import ReadBackSummary, RunReport, SampleSection, write_report
+from grip.errors import ConfigError
+from grip.ledger import FileEntry, Ledger, Problem, Stage
+from grip.ledger.repository import encode_watermark, now
 
 if TYPE_CHECKING:
-    from grip.api import ClientSettings, GripClient
     from grip.mapping import MappingSpec
     from grip.sources import Source
 
 log = logging.getLogger(__name__)
 
-FLUSH_EVERY = 200
-"""Outcomes written to the ledger in one transaction, at most."""
-FLUSH_SECONDS = 1.0
-"""Seconds after which buffered outcomes are written even if fewer than FLUSH_EVERY."""
 STALE_AFTER = timedelta(hours=6)
 """A run that has not written to the ledger for this long is taken for dead."""
 EXAMPLES = 5
@@ -113,55 +96,6 @@ class RunPlan:
     @property
     def to_push(self) -> int:
         return sum(chunk.rows for chunk in self.chunks)
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """What became of one push chunk."""
-
-    run_id: int
-    chunk_no: int
-    created: int
-    updated: int
-    rejected: int
-    failed: int
-    skipped: int
-    seconds: float
-
-
-def open_ledger(integration: Integration | None = None, url: str | None = None) -> Ledger:
-    """Open (and migrate) the ledger for runs outside Airflow.
-
-    The URL is, first found: ``url``, ``GRIP_LEDGER_URL``, the integration file's
-    ``ledger_url``, a SQLite file ``var/ledger.sqlite`` in the current folder.
-    """
-    if url is None and not os.environ.get("GRIP_LEDGER_URL"):
-        url = integration.spec.ledger_url if integration is not None else None
-    return Ledger(url or default_ledger_url())
-
-
-def load_mappings(integration: Integration) -> dict[str, MappingSpec]:
-    """Load every data type's mapping of an integration (ConfigError lists what is wrong)."""
-    from grip.mapping import load_mapping
-
-    return {
-        data_type: load_mapping(integration.mapping_path(data_type), integration.spec.application)
-        for data_type in integration.spec.data_types
-    }
-
-
-def integration_fingerprint(integration: Integration) -> str:
-    """The fingerprint of the integration's mappings as they are on disk now."""
-    specs = load_mappings(integration)
-    return mappings_fingerprint({dt: spec.fingerprint for dt, spec in specs.items()})
-
-
-def reason_key(reason: str) -> str:
-    """A reason without the quoted values in it, to count reasons (and keep data out of them)."""
-    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason).strip()
-
-
-# -- prepare -------------------------------------------------------------------------------------
 
 
 def prepare_run(
@@ -261,7 +195,7 @@ def prepare_run(
         plan = preparer.run(fingerprint, warnings, state)
     except BaseException as err:
         if run_id is not None:
-            _fail_quietly(ledger, run_id, err, preparer.partial_details(), preparer.counts_so_far())
+            fail_quietly(ledger, run_id, err, preparer.partial_details(), preparer.counts_so_far())
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     return plan
@@ -331,7 +265,7 @@ class _Preparer:
 
     def partial_details(self) -> dict[str, Any]:
         return {
-            "timings": _rounded(self.timings),
+            "timings": rounded(self.timings),
             "filtered_reasons": dict(self.filtered),
             "validation_reasons": dict(self.validation_reasons),
             "sources": self.sources,
@@ -391,7 +325,7 @@ class _Preparer:
         if self.run_id is not None:
             self.ledger.add_chunks(self.run_id, [(c.chunk_no, str(c.path), c.rows) for c in chunks])
             self.ledger.add_files(self.run_id, self.name, self.files)
-            self.ledger.update_run(self.run_id, details=_jsonable(details), **counts)
+            self.ledger.update_run(self.run_id, details=jsonable(details), **counts)
         log.info(
             "planned %s of %s: %d read, %d filtered, %d invalid, %d new, %d changed, "
             "%d unchanged, %d retry, %d held, %d vanished; %d to push in %d chunks",
@@ -481,8 +415,8 @@ class _Preparer:
                     "describe": source.describe(),
                     "rows": self.read - read_before,
                     "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files],
-                    "watermark_before": _jsonable(watermark),
-                    "watermark_after": _jsonable(source.new_watermark),
+                    "watermark_before": jsonable(watermark),
+                    "watermark_after": jsonable(source.new_watermark),
                 }
             )
             if self._is_snapshot(config, watermark, files):
@@ -699,483 +633,3 @@ class _Preparer:
             pd.DataFrame(rows).to_csv(self.report_dir / "vanished.csv", index=False)
             shown = rows[:VANISHED_SHOWN]
         return shown
-
-
-# -- push ----------------------------------------------------------------------------------------
-
-
-def push_chunk(
-    run_id: int,
-    chunk_no: int,
-    client: GripClient,
-    *,
-    ledger: Ledger,
-    progress: Progress | None = None,
-    flush_every: int = FLUSH_EVERY,
-    flush_seconds: float = FLUSH_SECONDS,
-) -> ChunkResult:
-    """Push one chunk of a run, writing outcomes to the ledger in small transactions.
-
-    Safe to call again for the same chunk (an Airflow retry): records whose outcome this run
-    already recorded are not sent again, and a chunk that is done is left as it is.
-
-    Raises:
-        ApiAuthError: Grip refused the token; the chunk is marked failed.
-        LedgerError: the run or chunk is unknown, or the ledger cannot be written.
-    """
-    progress = progress or NoProgress()
-    run = ledger.run(run_id)
-    chunk = ledger.chunk(run_id, chunk_no)
-    if chunk.status == "done":
-        log.info("run %d chunk %d was pushed already", run_id, chunk_no)
-        return ChunkResult(
-            run_id,
-            chunk_no,
-            chunk.created,
-            chunk.updated,
-            chunk.rejected,
-            chunk.failed,
-            chunk.rows,
-            chunk.seconds,
-        )
-    frame = read_chunk(chunk.path)
-    keys = list(zip(frame["data_type"], frame["registration_id"], strict=True))
-    handled = ledger.outcomes_in_run(run.integration, run_id, keys)
-    if handled:
-        frame = frame[[key not in handled for key in keys]]
-        log.info(
-            "run %d chunk %d: %d records were pushed before a restart",
-            run_id,
-            chunk_no,
-            len(handled),
-        )
-    if run.stage == "sample":
-        _mark_sample_pushed(ledger, run)
-
-    ledger.update_chunk(run_id, chunk_no, status="running", started_at=now())
-    lookup = {
-        str(rid): (str(dt), str(h), int(row), str(text))
-        for dt, rid, h, row, text in zip(
-            frame["data_type"],
-            frame["registration_id"],
-            frame["content_hash"],
-            frame["source_row"],
-            frame["payload_json"],
-            strict=True,
-        )
-    }
-    texts = frame["payload_json"].tolist()
-    counts: Counter[str] = Counter()
-    buffer: list[OutcomeEntry] = []
-    last_flush = time.monotonic()
-    started = time.monotonic()
-
-    def flush() -> None:
-        nonlocal last_flush
-        if buffer:
-            ledger.record_outcomes(run_id, buffer, integration=run.integration, chunk_no=chunk_no)
-            buffer.clear()
-        last_flush = time.monotonic()
-
-    try:
-        for outcome in client.push((json.loads(text) for text in texts), total=len(texts)):
-            data_type, digest, row, text = lookup[outcome.registration_id]
-            accepted = outcome.outcome.value in ("created", "updated")
-            buffer.append(
-                OutcomeEntry(
-                    data_type=data_type,
-                    registration_id=outcome.registration_id,
-                    outcome=outcome.outcome.value,
-                    content_hash=digest,
-                    payload_json=text if accepted else None,
-                    grip_id=outcome.grip_id,
-                    status=outcome.status,
-                    attempts=outcome.attempts,
-                    reason=outcome.reason,
-                    source_row=row,
-                )
-            )
-            counts[outcome.outcome.value] += 1
-            progress.advance("push", 1)
-            if len(buffer) >= flush_every or time.monotonic() - last_flush >= flush_seconds:
-                flush()
-    except BaseException:
-        try:
-            flush()
-            ledger.update_chunk(
-                run_id,
-                chunk_no,
-                status="failed",
-                ended_at=now(),
-                seconds=chunk.seconds + time.monotonic() - started,
-            )
-        except GripError:
-            log.exception("run %d chunk %d: could not record the last outcomes", run_id, chunk_no)
-        raise
-    flush()
-    seconds = chunk.seconds + time.monotonic() - started
-    ledger.update_chunk(run_id, chunk_no, status="done", ended_at=now(), seconds=seconds)
-    done = ledger.chunk(run_id, chunk_no)
-    log.info(
-        "run %d chunk %d: %d created, %d updated, %d rejected, %d failed in %.1f s",
-        run_id,
-        chunk_no,
-        counts["created"],
-        counts["updated"],
-        counts["rejected"],
-        counts["failed"],
-        seconds,
-    )
-    return ChunkResult(
-        run_id,
-        chunk_no,
-        done.created,
-        done.updated,
-        done.rejected,
-        done.failed,
-        len(handled),
-        seconds,
-    )
-
-
-def _mark_sample_pushed(ledger: Ledger, run: RunInfo) -> None:
-    state = ledger.integration(run.integration)
-    if state is None or state.sample_run_id != run.id:
-        ledger.set_stage(
-            run.integration,
-            Stage.SAMPLE_PUSHED,
-            sample_run_id=run.id,
-            sample_fingerprint=run.fingerprint,
-        )
-
-
-# -- finish --------------------------------------------------------------------------------------
-
-
-def finish_run(
-    run_id: int,
-    *,
-    ledger: Ledger,
-    client: GripClient | None = None,
-    error: BaseException | None = None,
-    client_stats: Mapping[str, Any] | None = None,
-) -> RunReport:
-    """Close a run: totals, status, watermarks and files, the integration's stage, the report.
-
-    A sample run is read back from Grip when a client is given, and moves the integration to
-    ``awaiting_approval``. A full run that ended (with or without rejects) makes an approved
-    integration live. Watermarks and processed files move only when no record failed, so that
-    failures are read and retried by the next sync. The run's work folder is removed.
-
-    Args:
-        run_id: the run.
-        ledger: the ledger.
-        client: the Grip client, for a sample's read-back.
-        error: what stopped the run, if something did; the run is marked failed.
-        client_stats: request counters to show in the report.
-    """
-    run = ledger.run(run_id)
-    chunks = ledger.chunks(run_id)
-    totals = {
-        k: sum(getattr(c, k) for c in chunks) for k in ("created", "updated", "rejected", "failed")
-    }
-    details = dict(run.details)
-    timings = dict(details.get("timings", {}))
-    timings["push"] = round(sum(c.seconds for c in chunks), 3)
-    unfinished = [c.chunk_no for c in chunks if c.status != "done"]
-    message = None
-    if error is not None:
-        status = RunStatus.FAILED
-        message = f"the run stopped: {error}"
-    elif unfinished:
-        status = RunStatus.FAILED
-        message = (
-            f"chunk(s) {', '.join(map(str, unfinished))} were not pushed completely; run the "
-            "stage again: it pushes only what Grip has not accepted"
-        )
-    elif totals["rejected"] or totals["failed"]:
-        status = RunStatus.PARTIAL
-    else:
-        status = RunStatus.SUCCEEDED
-
-    started = time.perf_counter()
-    sample = None
-    if run.stage == "sample":
-        sample = _sample_section(
-            run, chunks, client if status is not RunStatus.FAILED else None, ledger
-        )
-        timings["read_back"] = round(time.perf_counter() - started, 3)
-    if client is not None and client_stats is None:
-        client_stats = client.stats.as_dict()
-
-    if status is not RunStatus.FAILED and totals["failed"] == 0 and run.stage != "sample":
-        ledger.commit_run(run_id, run.integration, _watermarks(details.get("watermarks", {})))
-    if run.stage == "sample" and status is not RunStatus.FAILED:
-        ledger.set_stage(
-            run.integration,
-            Stage.AWAITING_APPROVAL,
-            sample_run_id=run_id,
-            sample_fingerprint=run.fingerprint,
-        )
-    if run.stage == "full" and status is not RunStatus.FAILED:
-        go_live(run.integration, ledger=ledger)
-
-    details["timings"] = timings
-    if client_stats:
-        details["client"] = dict(client_stats)
-    if sample is not None:
-        details.setdefault("sample", {})["read_back"] = (
-            None if sample.read_back is None else _jsonable(sample.read_back.__dict__)
-        )
-    report = RunReport(
-        integration=run.integration,
-        stage=run.stage,
-        run_id=run_id,
-        dry_run=False,
-        status=status.value,
-        started_at=run.started_at,
-        ended_at=now(),
-        fingerprint=run.fingerprint,
-        counts={**run.counts, **totals},
-        timings=timings,
-        validation_reasons=details.get("validation_reasons", {}),
-        api_reasons=_api_reasons(ledger, run_id),
-        examples=details.get("examples", []),
-        vanished=details.get("vanished", []),
-        sample=sample,
-        client=dict(client_stats or {}),
-        sources=details.get("sources", []),
-        warnings=details.get("warnings", []),
-        message=message,
-    )
-    if run.report_dir:
-        write_report(report, ledger.problems(run_id), Path(run.report_dir))
-    ledger.update_run(
-        run_id,
-        status=status.value,
-        ended_at=report.ended_at,
-        message=message,
-        details=_jsonable(details),
-        **totals,
-    )
-    if run.work_dir:
-        shutil.rmtree(run.work_dir, ignore_errors=True)
-    log.info(
-        "run %d %s of %s %s: %d created, %d updated, %d rejected, %d failed; report in %s",
-        run_id,
-        run.stage,
-        run.integration,
-        status.value,
-        totals["created"],
-        totals["updated"],
-        totals["rejected"],
-        totals["failed"],
-        run.report_dir,
-    )
-    return report
-
-
-def _sample_section(
-    run: RunInfo, chunks: list[Any], client: GripClient | None, ledger: Ledger
-) -> SampleSection:
-    payloads: list[dict[str, Any]] = []
-    keys: list[tuple[str, str]] = []
-    for chunk in chunks:
-        if Path(chunk.path).exists():
-            frame = read_chunk(chunk.path)
-            payloads.extend(json.loads(text) for text in frame["payload_json"])
-            keys.extend(zip(frame["data_type"], frame["registration_id"], strict=True))
-    coverage = dict(run.details.get("sample", {}).get("coverage", {}))
-    read_back = None
-    if client is not None and payloads:
-        outcomes = ledger.outcomes_in_run(run.integration, run.id, keys)
-        sent = [
-            p
-            for p, key in zip(payloads, keys, strict=True)
-            if outcomes.get(key) in ("created", "updated")
-        ]
-        if sent:
-            result = client.read_back(sent)
-            read_back = ReadBackSummary(
-                checked=result.checked,
-                differences=[
-                    {
-                        "registration_id": d.registration_id,
-                        "field": d.field,
-                        "sent": d.sent,
-                        "stored": d.stored,
-                    }
-                    for d in result.differences
-                ],
-                missing=list(result.missing),
-            )
-    return SampleSection(payloads=payloads, coverage=coverage, read_back=read_back)
-
-
-def _api_reasons(ledger: Ledger, run_id: int) -> dict[str, int]:
-    out: Counter[str] = Counter()
-    for (step, reasons), count in ledger.problem_reasons(run_id).items():
-        if step == "api":
-            out[reason_key(reasons)] += count
-    return dict(out)
-
-
-def _watermarks(stored: Mapping[str, Any]) -> dict[str, Any]:
-    return {dt: decode_watermark(text) for dt, text in stored.items() if text is not None}
-
-
-def _fail_quietly(
-    ledger: Ledger,
-    run_id: int,
-    err: BaseException,
-    details: dict[str, Any] | None = None,
-    counts: Mapping[str, int] | None = None,
-) -> None:
-    """Mark a run failed with what is known so far; never hides the error that stopped it."""
-    try:
-        if details is not None:
-            ledger.update_run(run_id, details=_jsonable(details), **dict(counts or {}))
-        finish_run(run_id, ledger=ledger, error=err)
-    except Exception:
-        log.exception("run %d: could not record why it stopped", run_id)
-
-
-# -- one process -----------------------------------------------------------------------------------
-
-
-def run_stage(
-    integration: Integration,
-    stage: str,
-    *,
-    dry_run: bool = False,
-    client: GripClient | None = None,
-    client_settings: ClientSettings | None = None,
-    ledger: Ledger | None = None,
-    progress: Progress | None = None,
-    sample_size: int | None = None,
-    source_builder: SourceBuilder | None = None,
-    engine: Any = None,
-    sftp_client: Any = None,
-    work_root: Path | None = None,
-    report_root: Path | None = None,
-    label: str | None = None,
-) -> RunReport:
-    """Run a whole stage in this process: prepare, push every chunk, finish.
-
-    Args:
-        integration: the loaded integration file.
-        stage: ``sample``, ``full`` or ``sync``.
-        dry_run: plan only: nothing is sent and the ledger is not changed.
-        client: an open Grip client; otherwise one is built from ``client_settings`` when
-            there is anything to push.
-        client_settings: how to reach Grip when no client is given.
-        ledger: the ledger; :func:`open_ledger` for the integration if None.
-        progress: progress receiver (a progress bar in the CLI).
-        sample_size, source_builder, engine, sftp_client, work_root, report_root, label:
-            as for :func:`prepare_run`.
-
-    Returns:
-        The run's report (also written to its report folder).
-    """
-    own_ledger = ledger is None
-    ledger = ledger or open_ledger(integration)
-    progress = progress or NoProgress()
-    try:
-        plan = prepare_run(
-            integration,
-            stage,
-            ledger=ledger,
-            dry_run=dry_run,
-            sample_size=sample_size,
-            source_builder=source_builder,
-            engine=engine,
-            sftp_client=sftp_client,
-            work_root=work_root,
-            report_root=report_root,
-            label=label,
-            progress=progress,
-            pid=os.getpid(),
-        )
-        if plan.run_id is None:
-            return dry_run_report(plan)
-        owned: GripClient | None = None
-        try:
-            if client is None and plan.to_push:
-                client = owned = _new_client(client_settings)
-            progress.start("push", plan.to_push)
-            for chunk in plan.chunks:
-                assert client is not None
-                push_chunk(plan.run_id, chunk.chunk_no, client, ledger=ledger, progress=progress)
-            progress.finish("push")
-            return finish_run(plan.run_id, ledger=ledger, client=client)
-        except BaseException as err:
-            _fail_quietly(ledger, plan.run_id, err)
-            raise
-        finally:
-            if owned is not None:
-                owned.close()
-    finally:
-        if own_ledger:
-            ledger.close()
-
-
-def _new_client(settings: ClientSettings | None) -> GripClient:
-    from grip.api import GripClient
-
-    if settings is None:
-        raise ConfigError(
-            "there are records to push but no Grip connection: give the base URL and the token "
-            "(GRIP_BASE_URL and GRIP_TOKEN for the command line)"
-        )
-    return GripClient(settings)
-
-
-def dry_run_report(plan: RunPlan) -> RunReport:
-    """Write the report of a dry run (plan, counts, example differences) and clean up."""
-    sample = None
-    if plan.stage == "sample":
-        payloads = [
-            json.loads(t) for frame in iter_chunks(plan.chunks) for t in frame["payload_json"]
-        ]
-        sample = SampleSection(
-            payloads=payloads, coverage=plan.details.get("sample", {}).get("coverage", {})
-        )
-    report = RunReport(
-        integration=plan.integration,
-        stage=plan.stage,
-        run_id=None,
-        dry_run=True,
-        status="planned",
-        started_at=plan.started_at,
-        ended_at=now(),
-        fingerprint=plan.fingerprint,
-        counts=dict(plan.counts),
-        timings=plan.details.get("timings", {}),
-        validation_reasons=plan.details.get("validation_reasons", {}),
-        examples=plan.details.get("examples", []),
-        vanished=plan.details.get("vanished", []),
-        sample=sample,
-        sources=plan.details.get("sources", []),
-        warnings=plan.details.get("warnings", []),
-    )
-    write_report(report, plan.problems, plan.report_dir)
-    shutil.rmtree(plan.work_dir, ignore_errors=True)
-    return report
-
-
-def _rounded(timings: Mapping[str, float]) -> dict[str, float]:
-    return {step: round(seconds, 3) for step, seconds in timings.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types; other values as the ledger's watermark text, else str."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    try:
-        return encode_watermark(value)
-    except GripError:
-        return str(value)
