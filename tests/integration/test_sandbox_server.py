@@ -12,7 +12,6 @@ import requests
 
 from tests.harness.sandbox import SandboxServer
 
-pytest_plugins = ["tests.harness.sandbox"]
 pytestmark = pytest.mark.integration
 
 
