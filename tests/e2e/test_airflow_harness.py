@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.harness.airflow import AirflowClient, AirflowStack, StackError
+if TYPE_CHECKING:
+    from tests.harness.airflow import AirflowClient, AirflowStack
 
+# NOTE: the harness is imported inside the tests, after pytest has registered it as a plugin
+# (and so rewritten its asserts); importing it here first would make pytest warn.
 pytest_plugins = ["tests.harness.airflow"]
 pytestmark = pytest.mark.e2e
 
 APPROVAL_DAG = "harness_approval"
 MAPPED_DAG = "harness_mapped_approval"
+SETTINGS_DAG = "harness_settings"
 
 # Written into the stack's scratch bundle, never into the project's dags/.
 DAG_SOURCE = '''
@@ -49,6 +54,22 @@ with DAG(dag_id="harness_mapped_approval", schedule=None, catchup=False, tags=["
     ApprovalOperator.partial(task_id="review", subject="Review a data type").expand(
         body=["visitors", "exhibitors"]
     )
+
+with DAG(dag_id="harness_settings", schedule=None, catchup=False, tags=["e2e"]):
+
+    @task
+    def read_settings():
+        from airflow.sdk import BaseHook, Variable
+
+        conn = BaseHook.get_connection("harness_partner_db")
+        return {
+            "host": conn.host,
+            "port": conn.port,
+            "extra": conn.extra_dejson,
+            "limits": Variable.get("harness_limits", deserialize_json=True),
+        }
+
+    read_settings.override(pool="harness_pool")()
 '''
 
 
@@ -56,7 +77,7 @@ with DAG(dag_id="harness_mapped_approval", schedule=None, catchup=False, tags=["
 def harness_dags(airflow_stack: AirflowStack) -> AirflowClient:
     path = airflow_stack.write_dag("harness_dags.py", DAG_SOURCE)
     client = airflow_stack.client
-    for dag_id in (APPROVAL_DAG, MAPPED_DAG):
+    for dag_id in (APPROVAL_DAG, MAPPED_DAG, SETTINGS_DAG):
         client.wait_dag_parsed(dag_id, timeout=90, fileloc=path)
     return client
 
@@ -125,6 +146,8 @@ def test_rejected_sample_skips_the_downstream_task(harness_dags: AirflowClient, 
     assert detail["chosen_options"] == ["Reject"]
     assert detail["params_input"] == {"comment": "wrong mapping"}
     assert detail["responded_by_user"]["name"] == "admin"
+    from tests.harness.airflow import StackError
+
     with pytest.raises(StackError, match="already been updated"):
         client.answer_hitl(APPROVAL_DAG, run_id, "approve_sample", ["Approve"])
 
@@ -148,6 +171,29 @@ def test_mapped_approvals_are_answered_one_map_index_at_a_time(harness_dags: Air
     assert chosen == [["Approve"], ["Reject"]]
 
 
+@pytest.mark.timeout(300)
+def test_connections_variables_and_pools_set_at_runtime_reach_the_tasks(harness_dags):
+    client = harness_dags
+    client.set_connection(
+        "harness_partner_db", "postgres", host="partner.example", port=5433, extra={"a": 1}
+    )
+    client.set_variable("harness_limits", {"max_reject_share": 0.05})
+    client.set_pool("harness_pool", 2)
+    client.set_pool("harness_pool", 3)
+    assert client.pools()["harness_pool"] == 3
+
+    run_id = client.trigger(SETTINGS_DAG)
+    client.wait_run(SETTINGS_DAG, run_id, ["success"], timeout=120)
+    assert client.xcom(SETTINGS_DAG, run_id, "read_settings") == {
+        "host": "partner.example",
+        "port": 5433,
+        "extra": {"a": 1},
+        "limits": {"max_reject_share": 0.05},
+    }
+    [ti] = client.task_instances(SETTINGS_DAG, run_id)
+    assert ti["pool"] == "harness_pool"
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("call", "match"),
@@ -164,5 +210,7 @@ def test_mapped_approvals_are_answered_one_map_index_at_a_time(harness_dags: Air
     ],
 )
 def test_client_errors_name_the_request_and_what_was_expected(harness_dags, call, match):
+    from tests.harness.airflow import StackError
+
     with pytest.raises(StackError, match=match):
         call(harness_dags)

@@ -235,7 +235,12 @@ class AirflowClient:
 
     def set_pool(self, name: str, slots: int, description: str = "") -> None:
         """Create pool ``name`` with ``slots`` slots, or update it when it exists."""
-        body = {"name": name, "slots": slots, "description": description or None}
+        body = {
+            "name": name,
+            "slots": slots,
+            "description": description or None,
+            "include_deferred": False,
+        }
         response = self.request("POST", "/pools", json_body=body, expect=(201, 409))
         if response.status_code == 409:
             self.request("PATCH", f"/pools/{name}", json_body=body, params={"update_mask": "slots"})
