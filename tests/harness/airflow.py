@@ -35,7 +35,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -901,14 +901,16 @@ def airflow(airflow_stack: AirflowStack) -> AirflowClient:
     return airflow_stack.client
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the Airflow logs to the report of a test that failed while the stack ran."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     if report.failed and _RUNNING:
         for stack in _RUNNING:
             report.sections.append((f"Airflow logs ({stack.workdir})", stack.log_tails()))
+    return report
 
 
 __all__ = [
