@@ -1,24 +1,4 @@
-"""A real Airflow 3.3 stack (scheduler, dag-processor, api-server) on PostgreSQL for e2e tests.
-
-The stack is started once per pytest session by the ``airflow_stack`` fixture. It runs the
-LocalExecutor on a scratch PostgreSQL database, with a throw-away ``AIRFLOW_HOME``, the simple
-auth manager with a known admin password, and two DAG bundles:
-
-* ``dags-folder``: the project's ``dags/`` (or ``GRIP_E2E_DAGS_FOLDER``);
-* ``e2e-scratch``: an empty temporary folder that tests write their own DAG files into
-  (:meth:`AirflowStack.write_dag`).
-
-Tests drive it through :class:`AirflowClient`, a small client of the public REST API (JWT from
-``POST /auth/token``). Every wait has a hard timeout, and every process the stack starts is
-stopped at the end of the session, even when a test fails. When a test fails while the stack
-runs, the tails of the scheduler, dag-processor and api-server logs (and of the newest task logs)
-are attached to the test report.
-
-Use it from a test module with ``pytest_plugins = ["tests.harness.airflow"]`` (or from
-``tests/conftest.py``). To start the stack with more environment (``AIRFLOW_CONN_*``, other pools),
-override the session fixture ``airflow_stack_config`` in ``tests/e2e/conftest.py``; connections,
-pools and variables can also be added at any time through the client.
-"""
+"""A real Airflow 3.3 (scheduler, dag-processor, api-server) on PostgreSQL for e2e tests."""
 
 from __future__ import annotations
 
@@ -530,9 +510,22 @@ class _Process:
 class AirflowStack:
     """Airflow's scheduler, dag-processor and api-server on a scratch PostgreSQL database.
 
+    The LocalExecutor runs the tasks; ``AIRFLOW_HOME`` is a throw-away folder; the simple auth
+    manager knows one admin user whose password is written before start; parsing is fast. There
+    are two DAG bundles: ``dags-folder`` (the project's ``dags/``, or ``GRIP_E2E_DAGS_FOLDER``)
+    and ``e2e-scratch``, an empty folder that tests write their own DAG files into
+    (:meth:`write_dag`).
+
     Use :meth:`start` and :meth:`stop` (or ``with AirflowStack(config) as stack:``). After start,
-    :attr:`client` talks to the api-server as the admin user, and :attr:`scratch_dags` is the
-    folder of the ``e2e-scratch`` bundle where tests put their own DAG files.
+    :attr:`client` talks to the api-server as the admin user. Every wait has a hard timeout;
+    every process is stopped by process group, and dies with the test process if that is killed.
+
+    In pytest, the session fixture ``airflow_stack`` starts one stack for the whole session
+    (``pytest_plugins = ["tests.harness.airflow"]``). To start it with more environment
+    (``AIRFLOW_CONN_*``, other pools), override the session fixture ``airflow_stack_config`` in
+    ``tests/e2e/conftest.py``; connections, pools and variables can also be added at any time
+    through the client. When a test fails while the stack runs, the tails of the process logs
+    and of the newest task logs are attached to its report.
 
     Args:
         config: What to start; :func:`default_config` when omitted.
@@ -714,7 +707,8 @@ class AirflowStack:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at this point
+                # NOTE: preexec_fn is safe here: the test process starts no threads of its own.
+                preexec_fn=_die_with_parent,
             )
         self._processes.append(_Process(component, popen, log_path))
         logger.info("Started airflow %s (pid %s), log %s", component, popen.pid, log_path)
