@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from grip.errors import MappingError
 from grip.mapping import jsoncol
-from grip.mapping.jsoncol import constant, json_strings, member, null_if, obj, wrap
+from grip.mapping.jsoncol import constant, json_member, json_strings, member, obj, wrap
 from grip.mapping.loader import MappingSpec
 from grip.mapping.spec import FieldSpec, FilterSpec, MetadataSpec, Step
 from grip.mapping.template import Template
@@ -160,8 +160,8 @@ class Mapper:
             "registration_id": _series(key),
             "payload_json": _series(payload),
         }
-        for name, values in fields.items():
-            columns[name] = _series(values.rows())
+        for name in self.spec.checked_fields:
+            columns[name] = _series(fields[name].rows())
         columns["type_id"] = np.full(count, self.model.type_id, dtype=np.int64)
         languages = pc.take(self._language_names, pa.array(language_bits))
         columns[LANGUAGES_COLUMN] = _series(languages)
@@ -259,8 +259,7 @@ class Mapper:
             members.append(member(key, fragment))
         if not members:
             return None, bits, required
-        inner = obj(members)
-        return (inner if self.model.send_empty else null_if(inner, "{}")), bits, required
+        return obj(members, constant("metadata_raw") + ":{", "}"), bits, required
 
     def _metadata_value(
         self,
@@ -286,8 +285,8 @@ class Mapper:
             for lang in sorted(meta.languages):
                 values = self._chain(text[meta.languages[lang]], meta.transforms, target, problems)
                 bits |= np.where(values.spread(is_present(values.target)), self._bits[lang], 0)
-                parts.append(values.replace(member(lang, json_strings(values.target))).rows())
-            return wrap("[", null_if(obj(parts), "{}"), "]"), bits
+                parts.append(values.replace(json_member(lang, values.target)).rows())
+            return obj(parts, "[{", "}]"), bits
 
         lang = meta.language or self.spec.default_language
         columns = [meta.column] if meta.column else list(meta.columns or [])
@@ -297,7 +296,7 @@ class Mapper:
             values = self._chain(text[column], meta.transforms, target, problems)
             bits |= np.where(values.spread(is_present(values.target)), self._bits[lang], 0)
             items.append(values.map(lambda t: wrap(start, json_strings(t), "}")).rows())
-        return null_if(obj(items, "[]"), "[]"), bits
+        return obj(items, "[", "]"), bits
 
     def _metadata_items(
         self, key: str, meta: MetadataSpec, values: Values, problems: _Problems
@@ -452,13 +451,13 @@ class Mapper:
             for name, value in fixed.items()
             if value is not None
         }
-        members["registration_id"] = member("registration_id", json_strings(key))
+        members["registration_id"] = json_member("registration_id", key)
         for name, values in fields.items():
             if model.send_empty:
                 values = values.replace(pc.fill_null(values.target, lit("")))
-            members[name] = values.replace(member(name, json_strings(values.target))).rows()
+            members[name] = values.replace(json_member(name, values.target)).rows()
         if metadata is not None:
-            members["metadata_raw"] = member("metadata_raw", metadata)
+            members["metadata_raw"] = metadata
         return obj([members[name] for name in sorted(members)])
 
 

@@ -16,9 +16,8 @@ import pyarrow.compute as pc
 
 from grip.mapping.transforms import TEXT, Text, lit
 
-# json.dumps(ensure_ascii=False) escapes exactly these: the quote, the backslash, control chars
-_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 _encode_string = json.encoder.encode_basestring
+_QUOTE, _BACKSLASH, _FIRST_PRINTABLE = 0x22, 0x5C, 0x20
 
 Part: TypeAlias = Text | pa.Scalar
 
@@ -30,14 +29,47 @@ def constant(value: Any) -> str:
 
 def json_strings(values: Text) -> Text:
     """Quote and escape each value as a JSON string; nulls stay null."""
-    quoted = wrap('"', values, '"')
-    needs = pc.fill_null(pc.match_substring_regex(values, pattern=_NEEDS_ESCAPE), False)
-    if not pc.any(needs).as_py():
-        return quoted
-    mask = np.asarray(needs.to_numpy(zero_copy_only=False), dtype=bool)
-    raw = pc.take(values, pa.array(np.flatnonzero(mask))).to_pylist()
-    escaped = pa.array([_encode_string(text) for text in raw], type=TEXT)
-    return _chunked(pc.replace_with_mask(quoted.combine_chunks(), pa.array(mask), escaped))
+    return json_member(None, values)
+
+
+def json_member(key: str | None, values: Text) -> Text:
+    """``"key":"value"`` (or just ``"value"`` without a key), escaped; nulls stay null."""
+    prefix = (constant(key) + ":" if key is not None else "") + '"'
+    quoted = pc.binary_join_element_wise(lit(prefix), values, lit('"'), lit(""))
+    rows = _rows_to_escape(values)
+    if not len(rows):
+        return _chunked(quoted)
+    raw = pc.take(values, pa.array(rows)).to_pylist()
+    escaped = pa.array([prefix[:-1] + _encode_string(text) for text in raw], type=TEXT)
+    mask = np.zeros(len(values), dtype=bool)
+    mask[rows] = True
+    combined = quoted.combine_chunks() if isinstance(quoted, pa.ChunkedArray) else quoted
+    return _chunked(pc.replace_with_mask(combined, pa.array(mask), escaped))
+
+
+def _rows_to_escape(values: Text) -> np.ndarray:
+    """Rows holding a quote, a backslash or a control character, found in the UTF-8 bytes.
+
+    Bytes below 0x80 are whole ASCII characters in UTF-8, so a byte test is exact.
+    """
+    found = []
+    start_row = 0
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        size = len(chunk)
+        _, offsets_buffer, data_buffer = chunk.buffers()
+        if size and data_buffer is not None:
+            offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[
+                chunk.offset : chunk.offset + size + 1
+            ]
+            data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+            hits = np.flatnonzero(
+                (data < _FIRST_PRINTABLE) | (data == _QUOTE) | (data == _BACKSLASH)
+            )
+            if len(hits):
+                rows = np.searchsorted(offsets, hits + offsets[0], side="right") - 1
+                found.append(np.unique(rows) + start_row)
+        start_row += size
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def wrap(start: str, values: Text, end: str) -> Text:
@@ -50,19 +82,24 @@ def member(key: str, value_json: Text) -> Text:
     return wrap(constant(key) + ":", value_json, "")
 
 
-def obj(members: list[Part], brackets: str = "{}") -> Text:
-    """Join members (nulls left out) with commas into a JSON object, or a list with ``"[]"``.
+def obj(members: list[Part], start: str = "{", end: str = "}") -> Text:
+    """Join members with commas, leaving nulls out, between ``start`` and ``end``.
 
-    Object members must come in sorted key order.
+    A row without any member gets null. Object members must come in sorted key order;
+    ``start="["`` and ``end="]"`` build a list instead, and a longer ``start`` (such as
+    ``'"metadata_raw":{'``) makes the object a member of an enclosing one in the same pass.
     """
     parts = list(members)
-    if not any(isinstance(part, pa.Scalar) and part.is_valid for part in parts):
+    always = any(isinstance(part, pa.Scalar) and part.is_valid for part in parts)
+    if not always:
         # NOTE: pyarrow (26) drops the rows whose parts are all null when nulls are skipped, so
         # such rows get an empty text part; it joins no comma since every other part is null.
         all_null = functools.reduce(pc.and_, [pc.is_null(part) for part in parts])
         parts.append(pc.if_else(all_null, lit(""), pa.scalar(None, TEXT)))
     inner = pc.binary_join_element_wise(*parts, lit(","), null_handling="skip")
-    return wrap(brackets[0], _chunked(inner), brackets[1])
+    if not always:
+        inner = null_if(inner, "")
+    return wrap(start, _chunked(inner), end)
 
 
 def null_if(values: Text, empty_text: str) -> Text:

@@ -69,6 +69,9 @@ class MappingSpec:
         enabled_languages: The application's languages, or None when loaded without one.
         templates: Parsed templates by field name.
         field_order: Field names in an order where every template comes after what it reads.
+        checked_fields: Fields that validation reads (required ones, e-mail, headline,
+            summary, columns of the mapping's own expectations); the engine gives them their
+            own columns.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class MappingSpec:
             if field.template is not None
         }
         self.field_order = _field_order(model, self.templates)
+        self.checked_fields = _checked_fields(model)
         self.required_columns = frozenset(_columns_read(model, self.templates))
         self.fingerprint = _fingerprint(self)
 
@@ -654,6 +658,16 @@ def _field_order(model: MappingModel, templates: dict[str, Template]) -> tuple[s
     for name in model.fields:
         place(name)
     return tuple(order)
+
+
+def _checked_fields(model: MappingModel) -> tuple[str, ...]:
+    checked = {name for name, field in model.fields.items() if field.required}
+    checked.update(name for name in ("email", "headline", "summary") if name in model.fields)
+    for item in model.expectations:
+        column = item.kwargs.get("column")
+        if column in model.fields:
+            checked.add(column)
+    return tuple(sorted(checked))
 
 
 def _columns_read(model: MappingModel, templates: dict[str, Template]) -> set[str]:

@@ -16,7 +16,7 @@ from grip.config import ApplicationSpec
 from grip.errors import DataValidationError
 from grip.mapping.engine import LANGUAGES_COLUMN, METADATA_PREFIX, MappedChunk
 from grip.mapping.loader import MappingSpec
-from grip.validation.rules import Rule, rules_for
+from grip.validation.rules import Rule, failing_rows, rules_for
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ class Validator:
         reasons: dict[int, list[str]] = {row: list(found) for row, found in chunk.problems.items()}
         summary: dict[str, Any] = {"rows": len(rows), "rules": []}
         if len(rows):
-            # without an index name GX lists failing rows as plain index values
-            result = self._suite().run(rows[self._columns].rename_axis(None))
-            summary = self._collect(result, rows, reasons)
+            summary = self._check(rows, reasons)
             self.results.append(summary)
             repeated = self.keys.claim(rows["registration_id"], chunk.data_type)
             for row, reason in repeated.items():
@@ -182,16 +180,56 @@ class Validator:
             )
         return ValidatedChunk(chunk.data_type, chunk.select(~rejected), rejects, summary)
 
-    def _collect(
-        self, result: Any, rows: pd.DataFrame, reasons: dict[int, list[str]]
-    ) -> dict[str, Any]:
-        summary: dict[str, Any] = {
+    def _check(self, rows: pd.DataFrame, reasons: dict[int, list[str]]) -> dict[str, Any]:
+        """Run the suite and find the failing rows of each rule.
+
+        GX runs with the BASIC result format, which counts failures without listing them; the
+        failing rows of a failed expectation are then found again in pandas, and the count must
+        equal GX's. Where it cannot be re-evaluated (an expectation this module does not know)
+        or the counts differ, the chunk runs once more in the COMPLETE format and GX's own list
+        of failing rows is used.
+        """
+        # without an index name GX lists failing rows as plain index values
+        frame = rows[self._columns].rename_axis(None)
+        runner = self._suite()
+        result = runner.run(frame, "BASIC")
+        outcomes = self._outcomes(result)
+        failed: dict[int, np.ndarray] = {}
+        for index, (success, count, _) in outcomes.items():
+            if success:
+                continue
+            mask = failing_rows(self.rules[index], frame[self.rules[index].column])
+            if mask is None or int(mask.sum()) != count:
+                logger.debug("Re-running %s in COMPLETE format", self.rules[index].name)
+                result = runner.run(frame, "COMPLETE")
+                outcomes = self._outcomes(result)
+                failed = {
+                    i: np.asarray(rows_, dtype=np.int64) for i, (_, _, rows_) in outcomes.items()
+                }
+                break
+            failed[index] = frame.index[mask.to_numpy(dtype=bool)].to_numpy()
+        for index, rule in enumerate(self.rules):
+            if index in failed and len(failed[index]):
+                self._reasons(rule, failed[index], rows, reasons)
+        return {
             "rows": len(rows),
             "success": bool(result.success),
             "statistics": dict(result.statistics),
-            "rules": [],
+            "rules": [
+                {
+                    "rule": self.rules[index].name,
+                    "column": self.rules[index].column,
+                    "expectation": self.rules[index].expectation,
+                    "success": success,
+                    "unexpected_count": count,
+                }
+                for index, (success, count, _) in sorted(outcomes.items())
+            ],
         }
-        failures: dict[int, list[int]] = {}
+
+    def _outcomes(self, result: Any) -> dict[int, tuple[bool, int, list[Any]]]:
+        """``{rule index: (success, failing count, failing rows if listed)}`` of a GX result."""
+        outcomes = {}
         for item in result.results:
             index = int(item.expectation_config.meta["grip_index"])
             rule = self.rules[index]
@@ -202,25 +240,13 @@ class Validator:
                     f"{self.spec.data_type}: the check {rule.name} ({rule.expectation} on "
                     f"{rule.column}) could not run: {message}"
                 )
-            failed = [] if item.success else list(item.result.get("unexpected_index_list") or [])
-            failures[index] = failed
-            summary["rules"].append(
-                {
-                    "rule": rule.name,
-                    "column": rule.column,
-                    "expectation": rule.expectation,
-                    "success": bool(item.success),
-                    "unexpected_count": int(item.result.get("unexpected_count") or 0),
-                }
-            )
-        for index, rule in enumerate(self.rules):
-            failed = failures.get(index, [])
-            if failed:
-                self._reasons(rule, failed, rows, reasons)
-        return summary
+            listed = list(item.result.get("unexpected_index_list") or [])
+            count = int(item.result.get("unexpected_count") or 0)
+            outcomes[index] = (bool(item.success), count, listed)
+        return outcomes
 
     def _reasons(
-        self, rule: Rule, failed: list[int], rows: pd.DataFrame, reasons: dict[int, list[str]]
+        self, rule: Rule, failed: np.ndarray, rows: pd.DataFrame, reasons: dict[int, list[str]]
     ) -> None:
         values = rows[rule.column]
         where = _column_label(rule.column)
