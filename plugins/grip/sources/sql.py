@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
-import io
 import logging
 import os
+import queue
 import re
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from grip.errors import ConfigError, SourceError
@@ -202,6 +202,7 @@ class SqlSource(Source):
             ) from None
         finished = False
         restore: list[str] = []
+        frames: Generator[pd.DataFrame] | None = None
         try:
             restore = self._begin_read_only(conn)
             names, type_codes, kinds = self._columns(conn)
@@ -223,15 +224,17 @@ class SqlSource(Source):
         except sa.exc.DBAPIError as err:
             raise SourceError(f"{self.describe()}: the read failed ({self._reason(err)})") from None
         finally:
+            if not finished and self.dialect in ("mysql", "mariadb"):
+                _abandon_unbuffered_result(conn)
+            if frames is not None:
+                with contextlib.suppress(Exception):
+                    frames.close()
             self._end(conn, restore, finished)
 
     def _end(self, conn: Connection, restore: list[str], finished: bool) -> None:
         """End the read-only transaction and undo session settings, or drop the connection."""
         try:
-            if not finished and self.dialect in ("mysql", "mariadb"):
-                # An unbuffered MySQL result would be drained row by row: drop the connection.
-                conn.invalidate()
-            else:
+            if not conn.invalidated:
                 conn.rollback()
                 for statement in restore:
                     conn.exec_driver_sql(statement)
@@ -414,7 +417,7 @@ class SqlSource(Source):
 
     def _cursor_frames(
         self, conn: Connection, names: list[str], kinds: list[Kind | None]
-    ) -> Iterator[pd.DataFrame]:
+    ) -> Generator[pd.DataFrame]:
         sql, params = self._select_sql(conn)
         size = self.config.chunk_size
         streaming = conn.execution_options(
@@ -429,7 +432,7 @@ class SqlSource(Source):
 
     def _copy_frames(
         self, conn: Connection, names: list[str], kinds: list[Kind | None]
-    ) -> Iterator[pd.DataFrame]:
+    ) -> Generator[pd.DataFrame]:
         import pyarrow as pa
 
         sql, params = self._select_sql(conn)
@@ -440,7 +443,7 @@ class SqlSource(Source):
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         size = self.config.chunk_size
-        for batch in _copy_batches(raw, copy_sql, kinds, self.describe()):
+        for batch in _copy_batches(raw, copy_sql, kinds, self.describe(), self._reason):
             pending.append(batch)
             pending_rows += batch.num_rows
             while pending_rows >= size:
@@ -605,79 +608,165 @@ def _python_value(value: Any) -> Any:
 
 # PostgreSQL COPY ------------------------------------------------------------------------------
 
-_COPY_BLOCK = 4 << 20
+_COPY_BLOCK = 1 << 20
+_COPY_QUEUE = 3
 
 
-def _copy_batches(raw: Any, copy_sql: str, kinds: list[Kind | None], where: str) -> Iterator[Any]:
-    """Run COPY on a thread writing into a pipe that Arrow's CSV reader parses as it comes."""
+class _CopyStopped(Exception):
+    """The reader of a COPY went away; the writing thread stops."""
+
+
+class _BlockWriter:
+    """What COPY writes into: gathers rows into blocks of about 1 MiB for a bounded queue."""
+
+    def __init__(self, blocks: queue.Queue[bytes | None], stop: threading.Event) -> None:
+        self._blocks = blocks
+        self._stop = stop
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        if len(self._buffer) >= _COPY_BLOCK:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def finish(self) -> None:
+        if self._buffer:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+        self._put(None)
+
+    def _put(self, block: bytes | None) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._blocks.put(block, timeout=0.2)
+                return
+        raise _CopyStopped
+
+
+def _record_end(data: bytes) -> int:
+    """Where the last complete CSV record of ``data`` ends (0 if none does).
+
+    A line break ends a record unless it sits inside a quoted value, that is after an odd
+    number of quote characters (PostgreSQL quotes every value holding a quote or line break).
+    """
+    position = data.rfind(b"\n")
+    while position != -1:
+        if data.count(b'"', 0, position) % 2 == 0:
+            return position + 1
+        position = data.rfind(b"\n", 0, position)
+    return 0
+
+
+def _copy_batches(
+    raw: Any,
+    copy_sql: str,
+    kinds: list[Kind | None],
+    where: str,
+    reason: Callable[[BaseException], str],
+) -> Iterator[Any]:
+    """Run COPY on a thread; parse its CSV with Arrow, block by block, as it arrives.
+
+    Memory stays bounded whatever the size of the table: a few blocks of about 1 MiB wait in
+    a queue, and the thread waits when the queue is full.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    read_fd, write_fd = os.pipe()
-    reader = io.BufferedReader(io.FileIO(read_fd, "rb"), buffer_size=_COPY_BLOCK)
-    writer = os.fdopen(write_fd, "wb", buffering=1 << 20)
+    blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=_COPY_QUEUE)
+    stop = threading.Event()
+    writer = _BlockWriter(blocks, stop)
     failure: list[BaseException] = []
 
     def produce() -> None:
         try:
             if type(raw).__module__.startswith("psycopg2"):
                 with raw.cursor() as cursor:
-                    cursor.copy_expert(copy_sql, writer, size=1 << 20)
+                    cursor.copy_expert(copy_sql, writer, size=_COPY_BLOCK)
             else:
                 with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
                     for data in copy:
                         writer.write(data)
+            writer.finish()
+        except _CopyStopped:
+            pass
         except BaseException as err:
             failure.append(err)
-        finally:
-            with contextlib.suppress(OSError):
-                writer.close()
+            with contextlib.suppress(_CopyStopped):
+                writer.finish()
+
+    positional = [f"c{i}" for i in range(len(kinds))]
+    read_options = pacsv.ReadOptions(column_names=positional, use_threads=False)
+    parse_options = pacsv.ParseOptions(newlines_in_values=True)
+    convert_options = pacsv.ConvertOptions(
+        column_types={
+            name: _arrow_type("str" if kind == "decimal" else kind)  # type: ignore[arg-type]
+            for name, kind in zip(positional, kinds, strict=True)
+        },
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+    )
+
+    def parse(data: bytes) -> Any:
+        try:
+            return pacsv.read_csv(
+                pa.py_buffer(data),
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+        except pa.ArrowInvalid as err:
+            raise SourceError(
+                f"{where}: a value could not be read from COPY ({err}); use method: cursor for "
+                "this source"
+            ) from None
 
     thread = threading.Thread(target=produce, name="grip-copy", daemon=True)
     thread.start()
-    positional = [f"c{i}" for i in range(len(kinds))]
-    types = {
-        name: _arrow_type("str" if kind == "decimal" else kind)  # type: ignore[arg-type]
-        for name, kind in zip(positional, kinds, strict=True)
-    }
     done = False
     try:
-        if reader.peek(1):
-            stream = pacsv.open_csv(
-                reader,
-                read_options=pacsv.ReadOptions(column_names=positional, block_size=_COPY_BLOCK),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types,
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                    true_values=["t"],
-                    false_values=["f"],
-                ),
-            )
-            try:
-                yield from stream
-            except pa.ArrowInvalid as err:
-                thread.join()
-                if failure:
-                    raise failure[0] from None
-                raise SourceError(
-                    f"{where}: a value could not be read from COPY ({err}); use method: cursor "
-                    "for this source"
-                ) from None
+        carry = b""
+        while (block := blocks.get()) is not None:
+            data = carry + block if carry else block
+            cut = _record_end(data)
+            carry = data[cut:]
+            if cut:
+                yield from parse(data[:cut]).to_batches()
         thread.join()
         if failure:
-            raise failure[0]
+            raise SourceError(f"{where}: the read failed ({reason(failure[0])})") from None
+        if carry:
+            yield from parse(carry).to_batches()
         done = True
     finally:
         if not done and thread.is_alive():
+            stop.set()
             try:
                 raw.cancel()
             except Exception:
                 logger.debug("%s: cancelling COPY failed", where, exc_info=True)
-        reader.close()
+            while thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    blocks.get(timeout=0.2)
         thread.join(timeout=30)
+
+
+def _abandon_unbuffered_result(conn: Connection) -> None:
+    """Drop a MySQL connection whose unbuffered result was not read to its end.
+
+    MySQL cannot stop a result once sent: closing the cursor would read every remaining row.
+    The connection is dropped instead, after telling PyMySQL the result is done with, so that
+    nothing tries to read from the closed socket later.
+    """
+    with contextlib.suppress(Exception):
+        result = getattr(conn.connection.driver_connection, "_result", None)
+        if result is not None and getattr(result, "unbuffered_active", False):
+            result.unbuffered_active = False
+    conn.invalidate()
 
 
 def _mogrify(raw: Any, sql: str, params: dict[str, Any]) -> str:
