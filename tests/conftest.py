@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sandbox import sandbox, sandbox_server  # noqa: F401  (fixtures)
 from tests.harness.services import scratch_database, unavailable
 from tests.harness.sshd import SshServer, start_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The sandbox and the real-Airflow stack: fixtures (and a report hook) of their own modules.
+pytest_plugins = ["tests.harness.sandbox", "tests.harness.airflow"]
 
 # Airflow reads its configuration once, at first import: point it at a throw-away home before
 # any test module can import it, so that no test ever touches ~/airflow.
@@ -31,6 +33,9 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "http://127.0.0.1:1/execution/")
+# Runs write their work files and reports here, never into the checkout.
+os.environ["GRIP_WORK_DIR"] = str(_AIRFLOW_HOME / "grip-work")
+os.environ["GRIP_REPORT_DIR"] = str(_AIRFLOW_HOME / "grip-reports")
 
 PG_ADMIN_URL = os.environ.get(
     "GRIP_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

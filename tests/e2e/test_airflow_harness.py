@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 
 # NOTE: the harness is imported inside the tests, after pytest has registered it as a plugin
 # (and so rewritten its asserts); importing it here first would make pytest warn.
-pytest_plugins = ["tests.harness.airflow"]
 pytestmark = pytest.mark.e2e
 
 APPROVAL_DAG = "harness_approval"

@@ -128,11 +128,14 @@ def _stage_tasks(path: str, stage: str) -> Any:
         task_id=f"finish_{stage}", trigger_rule="all_done", execution_timeout=timedelta(minutes=30)
     )
     def finish() -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException
 
         run_id = get_current_context()["ti"].xcom_pull(task_ids=plan_id, key="run_id")
         if run_id is None:
-            raise AirflowSkipException(f"the {stage} run was not planned; nothing to finish")
+            # only reached when planning failed (a skipped sync skips this task too)
+            raise AirflowFailException(
+                f"the {stage} run was not planned (see task {plan_id}); nothing was pushed"
+            )
         result = tasks.finish(path, int(run_id))
         if result["status"] == "failed":
             raise AirflowFailException(
