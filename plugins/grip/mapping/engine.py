@@ -497,13 +497,15 @@ def _render(template: Template, text: dict[str, Values], fields: dict[str, Value
         source = text[placeholder.name] if placeholder.is_column else fields[placeholder.name]
         done = nullify_empty(apply_simple(source.target, placeholder.transforms))
         parts.append(source.replace(done).rows())
+    lead, trail = template.literals[0], template.literals[-1]
+    if lead:
+        parts[0] = pc.binary_join_element_wise(lit(lead), parts[0], lit(""))
+    if trail:
+        parts[-1] = pc.binary_join_element_wise(parts[-1], lit(trail), lit(""))
     result = parts[0]
     for separator, part in zip(template.literals[1:-1], parts[1:], strict=True):
         both = pc.binary_join_element_wise(result, part, lit(separator))
         result = pc.coalesce(both, result, part)
-    lead, trail = template.literals[0], template.literals[-1]
-    if lead or trail:
-        result = pc.binary_join_element_wise(lit(lead), result, lit(trail), lit(""))
     return result
 
 

@@ -26,8 +26,9 @@ class Template:
 
     Rendering drops a separator (the literal between two placeholders) when either side is empty,
     so ``"{city}, {country}"`` gives ``"Paris"`` rather than ``"Paris, "``. The text before the
-    first and after the last placeholder is kept whenever any placeholder has a value; a row
-    whose placeholders are all empty gets no value.
+    first placeholder goes with the first one and the text after the last with the last one
+    (``"Dr. {last_name}"``, ``"({source.city})"``); a row whose placeholders are all empty gets
+    no value.
     """
 
     literals: tuple[str, ...]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -56,16 +57,20 @@ def to_text(series: pd.Series) -> Text:
             return _chunked(pa.array(floats.astype("Int64"), from_pandas=True).cast(TEXT))
         return _chunked(pa.array(floats, from_pandas=True).cast(TEXT))
     if pd.api.types.is_datetime64_any_dtype(dtype):
-        stamps = pa.array(series, from_pandas=True)
-        return _chunked(pc.strftime(stamps, format="%Y-%m-%d %H:%M:%S").cast(TEXT))
+        return _chunked(_timestamps_text(pa.array(series, from_pandas=True)))
     try:
         array = pa.array(series, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         texts = series.map(str, na_action="ignore").to_numpy(dtype=object)
         array = pa.array(texts, type=TEXT, from_pandas=True)
     if pa.types.is_timestamp(array.type):
-        array = pc.strftime(array, format="%Y-%m-%d %H:%M:%S")
+        array = _timestamps_text(array)
     return _chunked(array.cast(TEXT))
+
+
+def _timestamps_text(stamps: pa.Array) -> pa.Array:
+    seconds = stamps.cast(pa.timestamp("s", tz=stamps.type.tz), safe=False)
+    return pc.strftime(seconds, format="%Y-%m-%d %H:%M:%S").cast(TEXT)
 
 
 def _chunked(array: pa.Array | pa.ChunkedArray) -> Text:
@@ -153,13 +158,42 @@ def _date(values: Text, args: DateArgs) -> Result:
     trimmed = nullify_empty(pc.utf8_trim_whitespace(values))
     parsed: pa.ChunkedArray | None = None
     for fmt in args.from_:
-        attempt = pc.strptime(trimmed, format=fmt, unit="s", error_is_null=True)
+        attempt = _strict_dates(trimmed, fmt)
         parsed = attempt if parsed is None else pc.coalesce(parsed, attempt)
     assert parsed is not None  # DateArgs.from_ has at least one format
     result = pc.strftime(parsed, format=args.to).cast(TEXT)
     failed = pc.and_(pc.is_valid(trimmed), pc.is_null(parsed))
     formats = " or ".join(args.from_)
     return result, _flag("date_format", failed, trimmed, f"{{value}} does not match {formats}")
+
+
+def _strict_dates(texts: Text, fmt: str) -> Any:
+    """Parse dates with pyarrow, refusing days a month lacks (31.02 or 29.02 of a common year).
+
+    pyarrow rolls such days over into the next month (31.02.2026 becomes 2026-03-03), so a
+    parse that lands on the first days of a month and does not give back the input text is
+    checked again with Python's strptime, which refuses them.
+    """
+    parsed = pc.strptime(texts, format=fmt, unit="s", error_is_null=True)
+    suspicious = pc.fill_null(pc.less_equal(pc.day(parsed), 3), False)
+    suspicious = pc.and_(
+        suspicious, pc.not_equal(pc.strftime(parsed, format=fmt).cast(TEXT), texts)
+    )
+    mask = np.asarray(suspicious.to_numpy(zero_copy_only=False), dtype=bool)
+    if not mask.any():
+        return parsed
+    positions = np.flatnonzero(mask)
+    refused = np.zeros(len(mask), dtype=bool)
+    for position, text in zip(
+        positions, pc.take(texts, pa.array(positions)).to_pylist(), strict=True
+    ):
+        try:
+            datetime.strptime(text, fmt)
+        except ValueError:
+            refused[position] = True
+    if not refused.any():
+        return parsed
+    return pc.if_else(pa.array(refused), pa.scalar(None, parsed.type), parsed)
 
 
 def _map(values: Text, args: MapArgs) -> Result:
