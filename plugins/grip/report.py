@@ -30,7 +30,7 @@ CSV_COLUMNS = (
 )
 
 _CELL = 80
-_STEPS = ("read", "map", "validate", "plan", "push", "read_back", "finish")
+_STEPS = ("read", "map", "validate", "plan", "ledger", "push", "read_back", "finish")
 COUNT_LABELS = (
     ("read", "rows read from the source"),
     ("filtered", "left out by the mapping's filters"),
@@ -38,6 +38,7 @@ COUNT_LABELS = (
     ("planned_new", "planned: new"),
     ("planned_changed", "planned: changed"),
     ("planned_unchanged", "planned: unchanged (not sent)"),
+    ("skipped_unchanged", "of which not mapped again (source row unchanged)"),
     ("planned_retry", "planned: retry of an earlier failure"),
     ("planned_held", "planned: rejected before with the same content"),
     ("vanished", "gone from the source (reported, not deleted)"),

@@ -160,6 +160,7 @@ def test_full_then_sync_without_change_sends_nothing(feed: Feed) -> None:
     assert feed.requests() == before
     assert report.status == "succeeded"
     assert report.counts["planned_unchanged"] == 60
+    assert report.counts["skipped_unchanged"] == 60  # not one row was mapped again
     assert report.counts["to_push"] == 0
     assert feed.ledger.integration(feed.integration.name).stage is Stage.LIVE
 
@@ -173,6 +174,7 @@ def test_one_changed_row_sends_exactly_one_request(feed: Feed) -> None:
 
     assert feed.requests() - before == 1
     assert (report.counts["planned_changed"], report.counts["updated"]) == (1, 1)
+    assert report.counts["skipped_unchanged"] == 59
     assert report.examples == [
         {
             "data_type": "visitor",
@@ -318,3 +320,38 @@ def test_a_repeated_id_is_rejected_and_the_first_row_kept(feed: Feed) -> None:
     assert list(rejects["registration_id"]) == ["R0005"]
     assert list(rejects["source_row"]) == ["61"]
     assert "already the key of source row 6" in rejects["reasons"].iloc[0]
+
+
+def test_a_fixed_row_is_unchanged_again_without_a_request(feed: Feed) -> None:
+    feed.onboard()
+    feed.execute("UPDATE {table} SET email = 'broken' WHERE reg_id = 'R0020'")
+    assert feed.run("sync").counts["invalid"] == 1
+    feed.execute("UPDATE {table} SET email = 'person20@example.com' WHERE reg_id = 'R0020'")
+    before = feed.requests()
+
+    fixed = feed.run("sync")
+
+    assert feed.requests() == before
+    assert (fixed.counts["invalid"], fixed.counts["planned_unchanged"]) == (0, 60)
+    record = feed.ledger.record(feed.integration.name, "visitor", "R0020")
+    assert (record["last_outcome"], record["last_reason"]) == ("unchanged", None)
+    again = feed.run("sync")
+    assert again.counts["skipped_unchanged"] == 60
+
+
+def test_a_new_row_repeating_a_synced_id_is_rejected(feed: Feed) -> None:
+    feed.onboard()
+    feed.execute(
+        "INSERT INTO {table} (reg_id, first_name, last_name, email, company, interest) "
+        "VALUES ('R0009', 'Other', 'Person', 'other@example.com', 'X', '')"
+    )
+    before = feed.requests()
+
+    report = feed.run("sync")
+
+    assert feed.requests() == before
+    assert report.counts["invalid"] == 1
+    rejects = pd.read_csv(Path(report.report_dir) / PROBLEMS_CSV, dtype=str)
+    assert list(rejects["source_row"]) == ["61"]
+    assert "already the key of source row 10" in rejects["reasons"].iloc[0]
+    assert feed.stored()["R0009"]["first_name"] == "First9"

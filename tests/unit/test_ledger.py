@@ -58,10 +58,10 @@ def test_migrations_are_idempotent_and_match_the_models(ledger_url: str) -> None
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert upgrade(ledger_url) == "0001"
+    assert upgrade(ledger_url) == "0002"
     with Ledger(ledger_url) as ledger:
         run_id = ledger.start_run("demo", "full")
-        assert upgrade(ledger.engine) == "0001"
+        assert upgrade(ledger.engine) == "0002"
         assert ledger.run(run_id).stage == "full"
         with ledger.engine.connect() as conn:
             context = MigrationContext.configure(
@@ -283,3 +283,43 @@ def test_table_snapshot_sees_every_change(ledger: Ledger) -> None:
     }
     ledger.ensure_integration("demo")
     assert ledger.table_snapshot() != before
+
+
+def test_upgrade_keeps_the_data_of_an_older_ledger(ledger_url: str) -> None:
+    upgrade(ledger_url, revision="0001")
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO grip_records (integration, data_type, registration_id, "
+                "accepted_hash, last_outcome, attempts) VALUES ('demo', 'visitor', 'A', 'h', "
+                "'created', 1)"
+            )
+        )
+    engine.dispose()
+    assert upgrade(ledger_url) == "0002"
+    with Ledger(ledger_url) as ledger:
+        record = ledger.record("demo", "visitor", "A")
+        assert (record["accepted_hash"], record["source_hash"]) == ("h", None)
+
+
+def test_refresh_unchanged_keeps_source_hashes_current(ledger: Ledger) -> None:
+    run = ledger.start_run("demo", "full")
+    ledger.add_chunks(run, [(0, "c", 2)])
+    big = 2**63 - 7
+    ledger.record_outcomes(
+        run,
+        [_entry("A", "created", "h1", source_hash=5), _entry("B", "created", "h2")],
+        integration="demo",
+        chunk_no=0,
+    )
+    ledger.record_problems(
+        run, [Problem("visitor", "B", 2, "validation", "invalid", "bad")], integration="demo"
+    )
+    ledger.refresh_unchanged("demo", "visitor", [("A", -big), ("B", big)])
+    a, b = ledger.record("demo", "visitor", "A"), ledger.record("demo", "visitor", "B")
+    assert (a["source_hash"], a["last_outcome"]) == (-big, "created")
+    assert (b["source_hash"], b["last_outcome"], b["last_reason"]) == (big, "unchanged", None)
+    state = ledger.load_state("demo").set_index("registration_id")
+    assert int(state.loc["B", "source_hash"]) == big
+    assert int(state.loc["A", "source_hash"]) == -big

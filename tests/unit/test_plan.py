@@ -23,10 +23,12 @@ from grip.payload import canonical_json, content_hash
 def _state(rows: list[tuple]) -> pd.DataFrame:
     """Ledger rows as (data_type, registration_id, accepted, sent, outcome)."""
     frame = pd.DataFrame(
-        [(*row, 1, None) for row in rows],
+        [(*row[:5], 1, None, row[5] if len(row) > 5 else None) for row in rows],
         columns=list(STATE_COLUMNS),
     )
-    return frame.astype({"last_seen_run_id": "Int64", "vanished_run_id": "Int64"})
+    return frame.astype(
+        {"last_seen_run_id": "Int64", "vanished_run_id": "Int64", "source_hash": "Int64"}
+    )
 
 
 def test_hash_ignores_key_order_and_whitespace() -> None:
@@ -195,6 +197,7 @@ def test_index_scales_to_a_million_records() -> None:
             "last_outcome": "created",
             "last_seen_run_id": 1,
             "vanished_run_id": None,
+            "source_hash": None,
         }
     )
     index = LedgerIndex(state)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from grip.ledger.models import HOLDS_ACCEPTED
 from grip.payload import content_hash
 
 
@@ -70,6 +71,15 @@ class LedgerIndex:
         self._accepted = _text(self.state["accepted_hash"])
         self._sent = _text(self.state["sent_hash"])
         self._outcome = _text(self.state["last_outcome"])
+        self._ids = _text(self.state["registration_id"])
+        source = self.state.get("source_hash")
+        if source is None:
+            self._source = np.zeros(len(self.state), dtype=np.int64)
+            self._has_source = np.zeros(len(self.state), dtype=bool)
+        else:
+            self._has_source = source.notna().to_numpy()
+            self._source = source.astype("Int64").to_numpy(dtype=np.int64, na_value=0)
+        self._fast: dict[str, tuple[pd.Index, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.state)
@@ -95,6 +105,63 @@ class LedgerIndex:
         """
         pos = self.positions(data_type, registration_ids)
         return classify_against(pos, hashes, self._accepted, self._sent, self._outcome)
+
+    def fast_positions(self, data_type: str, source_hashes: np.ndarray) -> np.ndarray:
+        """Return the ledger row of each source row that Grip holds unchanged, else -1.
+
+        A source row qualifies when a record of the data type was last accepted (or found
+        unchanged) from a source row with this very hash; the hash is keyed by the mapping's
+        fingerprint, so such a row maps to exactly the payload Grip holds and passed
+        validation. Does not mark anything seen (see :meth:`mark_seen`).
+        """
+        if data_type not in self._fast:
+            self._fast[data_type] = self._build_fast(data_type)
+        index, rows = self._fast[data_type]
+        if not len(index):
+            return np.full(len(source_hashes), -1, dtype=np.int64)
+        local = index.get_indexer(np.asarray(source_hashes, dtype=np.int64))
+        out = np.full(len(local), -1, dtype=np.int64)
+        out[local >= 0] = rows[local[local >= 0]]
+        return out
+
+    def _build_fast(self, data_type: str) -> tuple[pd.Index, np.ndarray]:
+        rows = self._rows.get(data_type, np.array([], dtype=np.int64))
+        holds = np.isin(self._outcome[rows], list(HOLDS_ACCEPTED)) & self._has_source[rows]
+        rows = rows[holds & pd.notna(self._accepted[rows])]
+        hashes = pd.Index(self._source[rows])
+        # NOTE: a hash shared by two records cannot tell them apart: both take the full path
+        unique = ~hashes.duplicated(keep=False)
+        return pd.Index(self._source[rows][unique]), rows[unique]
+
+    def mark_seen(self, data_type: str, positions: np.ndarray) -> None:
+        """Mark ledger rows (positions in :attr:`state`) as seen in the source by this run."""
+        rows = self._rows[data_type]
+        self._seen[data_type][np.searchsorted(rows, positions)] = True
+
+    def registration_ids(self, positions: np.ndarray) -> np.ndarray:
+        """The registration ids of ledger rows."""
+        return self._ids[positions]
+
+    def source_hashes(self, positions: np.ndarray) -> np.ndarray:
+        """The stored source hash of ledger rows (None where a row has none or is -1)."""
+        known = positions >= 0
+        safe = np.where(known, positions, 0)
+        out = self._source[safe].astype(object)
+        out[~(known & self._has_source[safe])] = None
+        return out
+
+    def outcomes(self, positions: np.ndarray) -> np.ndarray:
+        """The last outcome of ledger rows (None for -1)."""
+        return _pick(positions >= 0, self._outcome, np.where(positions >= 0, positions, 0))
+
+    def seen_mask(self, data_type: str, positions: np.ndarray) -> np.ndarray:
+        """Whether each ledger row (position in :attr:`state`) was seen already by this run."""
+        rows = self._rows[data_type]
+        return self._seen[data_type][np.searchsorted(rows, positions)]
+
+    def classify_positions(self, positions: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Classify records whose ledger rows are known (from :meth:`positions`)."""
+        return classify_against(positions, hashes, self._accepted, self._sent, self._outcome)
 
     def accepted_hash(self, position: int) -> str | None:
         value = self._accepted[position]

@@ -21,6 +21,7 @@ from grip.engine.common import jsonable, load_mappings, reason_key, rounded
 from grip.engine.finish import fail_quietly
 from grip.engine.gate import check_stage, mappings_fingerprint, refusal
 from grip.engine.plan import (
+    Action,
     ExampleKeeper,
     LedgerIndex,
     PlanCounts,
@@ -29,6 +30,7 @@ from grip.engine.plan import (
     to_push,
 )
 from grip.engine.progress import NoProgress, Progress
+from grip.engine.rowhash import row_hashes, source_seed
 from grip.engine.sample import SampleSelector
 from grip.engine.workdir import (
     ChunkFile,
@@ -248,7 +250,13 @@ class _Preparer:
         self.watermarks: dict[str, Any] = {}
         self.files: list[FileEntry] = []
         self.snapshot_types: list[str] = []
+        # NOTE: only a sync skips unchanged rows; full and sample runs map every row, so a full
+        # run is the way to re-map everything (after a release that changes the mapping code)
+        self.fast_path = stage == "sync"
+        self.fast_rows = 0
         self.data_docs: dict[str, str] = {}
+        # NOTE: ledger writes happen inside the plan's timed blocks; they are counted apart
+        self._ledger_seconds = 0.0
         self.rejects_of_type: list[Any] = []
         from grip.validation import KeySet
 
@@ -263,9 +271,15 @@ class _Preparer:
             CANDIDATE_CHUNK if self.sample else self.spec.limits.chunk_size,
         )
 
+    def step_timings(self) -> dict[str, float]:
+        timings = dict(self.timings)
+        timings["plan"] = max(timings.get("plan", 0.0) - self._ledger_seconds, 0.0)
+        timings["ledger"] = self._ledger_seconds
+        return rounded(timings)
+
     def partial_details(self) -> dict[str, Any]:
         return {
-            "timings": rounded(self.timings),
+            "timings": self.step_timings(),
             "filtered_reasons": dict(self.filtered),
             "validation_reasons": dict(self.validation_reasons),
             "sources": self.sources,
@@ -318,6 +332,7 @@ class _Preparer:
             "vanished": vanished[:VANISHED_SHOWN],
             "watermarks": {dt: encode_watermark(v) for dt, v in self.watermarks.items()},
             "warnings": warnings,
+            "rows_skipped_unchanged": self.fast_rows,
             "stage_before": state.stage.value if state is not None else Stage.NEW.value,
         }
         if self.sample:
@@ -328,7 +343,8 @@ class _Preparer:
             self.ledger.update_run(self.run_id, details=jsonable(details), **counts)
         log.info(
             "planned %s of %s: %d read, %d filtered, %d invalid, %d new, %d changed, "
-            "%d unchanged, %d retry, %d held, %d vanished; %d to push in %d chunks",
+            "%d unchanged (%d of them not mapped again), %d retry, %d held, %d vanished; "
+            "%d to push in %d chunks",
             self.stage,
             self.name,
             counts["read"],
@@ -337,6 +353,7 @@ class _Preparer:
             counts["planned_new"],
             counts["planned_changed"],
             counts["planned_unchanged"],
+            self.fast_rows,
             counts["planned_retry"],
             counts["planned_held"],
             counts["vanished"],
@@ -399,9 +416,11 @@ class _Preparer:
                 self.timings["read"] += time.perf_counter() - started
                 if frame is None:
                     break
-                self._chunk(data_type, frame, mapper, validator, index)
+                self._chunk(data_type, frame, mapping, mapper, validator, index)
                 self.progress.advance("read", len(frame))
+            started = time.perf_counter()
             self._source_rejects(data_type, source)
+            self.timings["plan"] += time.perf_counter() - started
             files = [
                 FileEntry(data_type, f.name, f.size, f.mtime.timestamp(), f.sha256)
                 for f in source.files
@@ -447,14 +466,25 @@ class _Preparer:
         self,
         data_type: str,
         frame: pd.DataFrame,
+        mapping: MappingSpec,
         mapper: Any,
         validator: Any,
         index: LedgerIndex,
     ) -> None:
+        self.read += len(frame)
+        started = time.perf_counter()
+        source_hashes = row_hashes(
+            frame, sorted(mapping.required_columns), source_seed(mapping, self.spec.application)
+        )
+        if self.fast_path:
+            frame, source_hashes = self._skip_unchanged(data_type, frame, source_hashes, index)
+        self.timings["plan"] += time.perf_counter() - started
+        if not len(frame):
+            return
+
         started = time.perf_counter()
         mapped = mapper.map(frame)
         self.timings["map"] += time.perf_counter() - started
-        self.read += len(frame)
         self.filtered.update({k: v for k, v in mapped.filtered.items() if v})
 
         started = time.perf_counter()
@@ -462,10 +492,99 @@ class _Preparer:
         self.timings["validate"] += time.perf_counter() - started
 
         started = time.perf_counter()
+        self._rejects(data_type, validated.rejects, index)
+        valid = validated.valid.rows
+        ids = valid["registration_id"].astype(object).to_numpy()
+        payloads = valid["payload_json"].astype(object).to_numpy()
+        rows = np.asarray(valid.index, dtype=np.int64)
+        by_row = pd.Series(source_hashes, index=frame.index)
+        sources = by_row.reindex(rows).to_numpy(dtype=np.int64)
+        hashes = hash_payloads(payloads)
+        positions = index.positions(data_type, ids)
+        actions = index.classify_positions(positions, hashes)
+        self.plan_counts.add(actions)
+        self._keys(data_type, ids, rows, actions)
+        self._refresh(data_type, ids, sources, positions, actions, index)
+        if self.sample:
+            self.selector.offer_json(data_type, ids, payloads)
+            mask = np.ones(len(ids), dtype=bool)
+        else:
+            mask = to_push(actions, self.stage)
+        if mask.any():
+            self.writer.add(
+                pd.DataFrame(
+                    {
+                        "data_type": data_type,
+                        "registration_id": ids[mask],
+                        "source_row": rows[mask],
+                        "source_hash": sources[mask],
+                        "content_hash": hashes[mask],
+                        "action": actions[mask],
+                        "payload_json": payloads[mask],
+                    }
+                )
+            )
+        self.examples.offer(data_type, ids, payloads, actions)
+        self.timings["plan"] += time.perf_counter() - started
+
+    def _skip_unchanged(
+        self, data_type: str, frame: pd.DataFrame, source_hashes: np.ndarray, index: LedgerIndex
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Set aside the rows Grip holds unchanged without mapping them; return the others."""
+        positions = index.fast_positions(data_type, source_hashes)
+        fast = positions >= 0
+        if not fast.any():
+            return frame, source_hashes
+        # NOTE: each ledger record may be claimed by one source row only; a second row with
+        # the same hash (a repeated row) takes the full path, where validation rejects it
+        taken = index.seen_mask(data_type, positions[fast])
+        first = ~pd.Series(positions[fast]).duplicated().to_numpy()
+        claim = np.zeros(len(fast), dtype=bool)
+        claim[np.flatnonzero(fast)[~taken & first]] = True
+        if not claim.any():
+            return frame, source_hashes
+        ids = index.registration_ids(positions[claim])
+        rows = np.asarray(frame.index[claim], dtype=np.int64)
+        repeats = self.key_set.claim(pd.Series(ids, index=rows), data_type)
+        if repeats:
+            keep = ~np.isin(rows, list(repeats))
+            problems = [
+                Problem(data_type, str(rid), int(row), "validation", "invalid", repeats[int(row)])
+                for rid, row in zip(ids[~keep], rows[~keep], strict=True)
+            ]
+            from grip.validation import Reject
+
+            self.validation_reasons.update(reason_key(p.reasons) for p in problems)
+            self.invalid += len(problems)
+            self._problems(problems)
+            self.rejects_of_type.extend(
+                Reject(int(p.source_row or 0), p.registration_id, [p.reasons], data_type)
+                for p in problems
+            )
+            ids, rows = ids[keep], rows[keep]
+        index.mark_seen(data_type, positions[claim])
+        self.fast_rows += len(ids)
+        self.plan_counts.unchanged += len(ids)
+        self._keys(data_type, ids, rows, np.full(len(ids), Action.UNCHANGED.value, dtype=object))
+        return frame[~claim], source_hashes[~claim]
+
+    def _keys(self, data_type: str, ids: np.ndarray, rows: np.ndarray, actions: np.ndarray) -> None:
+        self.keys.append(
+            pd.DataFrame(
+                {
+                    "data_type": pd.array([data_type] * len(ids), dtype=TEXT),
+                    "registration_id": pd.array(ids, dtype=TEXT),
+                    "source_row": rows,
+                    "action": pd.array(actions, dtype=TEXT),
+                }
+            )
+        )
+
+    def _rejects(self, data_type: str, rejects: list[Any], index: LedgerIndex) -> None:
         problems = []
         rejected_ids = []
-        self.rejects_of_type.extend(validated.rejects)
-        for reject in validated.rejects:
+        self.rejects_of_type.extend(rejects)
+        for reject in rejects:
             reasons = [str(r) for r in reject.reasons]
             self.validation_reasons.update(reason_key(r) for r in reasons)
             problems.append(
@@ -484,43 +603,30 @@ class _Preparer:
         index.see(data_type, np.array(rejected_ids, dtype=object))
         self._problems(problems)
 
-        valid = validated.valid.rows
-        ids = valid["registration_id"].astype(object).to_numpy()
-        payloads = valid["payload_json"].astype(object).to_numpy()
-        rows = np.asarray(valid.index, dtype=np.int64)
-        hashes = hash_payloads(payloads)
-        actions = index.classify(data_type, ids, hashes)
-        self.plan_counts.add(actions)
-        self.keys.append(
-            pd.DataFrame(
-                {
-                    "data_type": pd.array([data_type] * len(ids), dtype=TEXT),
-                    "registration_id": pd.array(ids, dtype=TEXT),
-                    "source_row": rows,
-                    "action": pd.array(actions, dtype=TEXT),
-                }
+    def _refresh(
+        self,
+        data_type: str,
+        ids: np.ndarray,
+        sources: np.ndarray,
+        positions: np.ndarray,
+        actions: np.ndarray,
+        index: LedgerIndex,
+    ) -> None:
+        """Keep the source hash of unchanged records current, so the next sync skips them."""
+        if self.run_id is None or self.sample:
+            return
+        unchanged = actions == Action.UNCHANGED.value
+        stored = index.source_hashes(positions)
+        outcomes = index.outcomes(positions)
+        stale = unchanged & ((stored != sources) | (outcomes == "invalid"))
+        if stale.any():
+            started = time.perf_counter()
+            self.ledger.refresh_unchanged(
+                self.name,
+                data_type,
+                [(str(rid), int(h)) for rid, h in zip(ids[stale], sources[stale], strict=True)],
             )
-        )
-        if self.sample:
-            self.selector.offer_json(data_type, ids, payloads)
-            mask = np.ones(len(ids), dtype=bool)
-        else:
-            mask = to_push(actions, self.stage)
-        if mask.any():
-            self.writer.add(
-                pd.DataFrame(
-                    {
-                        "data_type": data_type,
-                        "registration_id": ids[mask],
-                        "source_row": rows[mask],
-                        "content_hash": hashes[mask],
-                        "action": actions[mask],
-                        "payload_json": payloads[mask],
-                    }
-                )
-            )
-        self.examples.offer(data_type, ids, payloads, actions)
-        self.timings["plan"] += time.perf_counter() - started
+            self._ledger_seconds += time.perf_counter() - started
 
     def _source_rejects(self, data_type: str, source: Source) -> None:
         problems = [
@@ -533,12 +639,15 @@ class _Preparer:
         self._problems(problems)
 
     def _problems(self, problems: list[Problem]) -> None:
+        """Keep problems: in memory for a dry run, else in the ledger (timed as ``ledger``)."""
         if not problems:
             return
         if self.run_id is None:
             self.memory_problems.extend(problems)
-        else:
-            self.ledger.record_problems(self.run_id, problems, integration=self.name)
+            return
+        started = time.perf_counter()
+        self.ledger.record_problems(self.run_id, problems, integration=self.name)
+        self._ledger_seconds += time.perf_counter() - started
 
     def _is_snapshot(self, config: Any, watermark: Any, files: list[FileEntry]) -> bool:
         """Whether the read saw the whole feed, so that what is missing has vanished."""
@@ -627,7 +736,9 @@ class _Preparer:
                     }
                 )
             if self.run_id is not None:
+                started = time.perf_counter()
                 self.ledger.mark_seen(self.run_id, self.name, data_type, unseen)
+                self._ledger_seconds += time.perf_counter() - started
         if rows:
             self.report_dir.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(self.report_dir / "vanished.csv", index=False)

@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from grip.engine.progress import NoProgress, Progress
 from grip.engine.workdir import read_chunk
 from grip.errors import GripError
@@ -90,12 +92,13 @@ def push_chunk(
 
     ledger.update_chunk(run_id, chunk_no, status="running", started_at=now())
     lookup = {
-        str(rid): (str(dt), str(h), int(row), str(text))
-        for dt, rid, h, row, text in zip(
+        str(rid): (str(dt), str(h), int(row), None if pd.isna(src) else int(src), str(text))
+        for dt, rid, h, row, src, text in zip(
             frame["data_type"],
             frame["registration_id"],
             frame["content_hash"],
             frame["source_row"],
+            frame["source_hash"],
             frame["payload_json"],
             strict=True,
         )
@@ -115,7 +118,7 @@ def push_chunk(
 
     try:
         for outcome in client.push((json.loads(text) for text in texts), total=len(texts)):
-            data_type, digest, row, text = lookup[outcome.registration_id]
+            data_type, digest, row, source_hash, text = lookup[outcome.registration_id]
             accepted = outcome.outcome.value in ("created", "updated")
             buffer.append(
                 OutcomeEntry(
@@ -129,6 +132,7 @@ def push_chunk(
                     attempts=outcome.attempts,
                     reason=outcome.reason,
                     source_row=row,
+                    source_hash=source_hash,
                 )
             )
             counts[outcome.outcome.value] += 1

@@ -20,6 +20,7 @@ CHUNK_SCHEMA = pa.schema(
         ("data_type", pa.string()),
         ("registration_id", pa.string()),
         ("source_row", pa.int64()),
+        ("source_hash", pa.int64()),
         ("content_hash", pa.string()),
         ("action", pa.string()),
         ("payload_json", pa.string()),

@@ -44,16 +44,23 @@ class RunStatus(StrEnum):
 
 
 class RecordOutcome(StrEnum):
-    """The last thing that happened to a record (``invalid``: set aside before any push)."""
+    """The last thing that happened to a record.
+
+    ``invalid``: set aside by validation; ``unchanged``: valid again with the very content Grip
+    accepted before, so nothing was sent.
+    """
 
     CREATED = "created"
     UPDATED = "updated"
     REJECTED = "rejected"
     FAILED = "failed"
     INVALID = "invalid"
+    UNCHANGED = "unchanged"
 
 
 ACCEPTED = (RecordOutcome.CREATED.value, RecordOutcome.UPDATED.value)
+HOLDS_ACCEPTED = (*ACCEPTED, RecordOutcome.UNCHANGED.value)
+"""Last outcomes after which Grip holds exactly the record's accepted payload."""
 
 
 def _now() -> datetime:
@@ -126,6 +133,7 @@ class RecordRow(Base):
     last_seen_run_id: Mapped[int | None] = mapped_column(sa.Integer)
     vanished_run_id: Mapped[int | None] = mapped_column(sa.Integer)
     source_row: Mapped[int | None] = mapped_column(sa.BigInteger)
+    source_hash: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class RunRow(Base):

@@ -55,6 +55,7 @@ STATE_COLUMNS = (
     "last_outcome",
     "last_seen_run_id",
     "vanished_run_id",
+    "source_hash",
 )
 """The columns of :meth:`Ledger.load_state`, the ledger's side of a plan."""
 
@@ -201,6 +202,7 @@ class OutcomeEntry:
         attempts: requests made for this record in this push.
         reason: why it was rejected or failed.
         source_row: the row of the source it came from.
+        source_hash: hash of the source row's mapped columns (see ``grip.engine.rowhash``).
         at: when the outcome became known.
     """
 
@@ -214,6 +216,7 @@ class OutcomeEntry:
     attempts: int = 1
     reason: str | None = None
     source_row: int | None = None
+    source_hash: int | None = None
     at: datetime = field(default_factory=now)
 
     @property
@@ -342,13 +345,8 @@ class Ledger:
 
     def _ensure_integration(self, conn: Connection, name: str) -> None:
         stamp = now()
-        stmt = self._upsert(
-            _integrations,
-            [{"name": name, "stage": Stage.NEW.value, "created_at": stamp, "updated_at": stamp}],
-            keys=("name",),
-            update=(),
-        )
-        conn.execute(stmt)
+        row = {"name": name, "stage": Stage.NEW.value, "created_at": stamp, "updated_at": stamp}
+        conn.execute(self._upsert(_integrations, keys=("name",), update=()), [row])
 
     def set_stage(self, name: str, stage: Stage, **values: Any) -> None:
         """Move an integration to ``stage``, setting any other integration columns given."""
@@ -590,7 +588,14 @@ class Ledger:
                 frame = _pg_copy_frame(conn, stmt)
             else:
                 rows = conn.execute(stmt).all()
-                frame = pd.DataFrame.from_records(rows, columns=list(STATE_COLUMNS))
+                # NOTE: column by column, so that 64-bit hashes never pass through float64
+                values = list(zip(*rows, strict=True)) if rows else [()] * len(STATE_COLUMNS)
+                frame = pd.DataFrame(
+                    {
+                        name: pd.array(list(column), dtype=_state_dtype(name))
+                        for name, column in zip(STATE_COLUMNS, values, strict=True)
+                    }
+                )
         return _typed_state(frame)
 
     def record_outcomes(
@@ -631,24 +636,14 @@ class Ledger:
         with self._begin() as conn:
             if accepted:
                 conn.execute(
-                    self._upsert(
-                        _records,
-                        accepted,
-                        keys=("integration", "data_type", "registration_id"),
-                        update=_ACCEPTED_UPDATE,
-                    )
+                    self._upsert(_records, keys=_RECORD_KEY, update=_ACCEPTED_UPDATE), accepted
                 )
             if refused:
                 for row in refused:
                     row.pop("accepted_hash")
                     row.pop("accepted_payload")
                 conn.execute(
-                    self._upsert(
-                        _records,
-                        refused,
-                        keys=("integration", "data_type", "registration_id"),
-                        update=_REFUSED_UPDATE,
-                    )
+                    self._upsert(_records, keys=_RECORD_KEY, update=_REFUSED_UPDATE), refused
                 )
             if problems:
                 conn.execute(_problems.insert(), problems)
@@ -686,6 +681,7 @@ class Ledger:
             "last_seen_run_id": run_id,
             "vanished_run_id": None,
             "source_row": e.source_row,
+            "source_hash": e.source_hash,
         }
 
     def record_problems(
@@ -727,24 +723,11 @@ class Ledger:
                     "source_row": p.source_row,
                 }
         with self._begin() as conn:
-            for start in range(0, len(rows), _BATCH * 10):
-                conn.execute(_problems.insert(), rows[start : start + _BATCH * 10])
-            records = list(latest.values())
-            for start in range(0, len(records), _BATCH):
+            conn.execute(_problems.insert(), rows)
+            if latest:
                 conn.execute(
-                    self._upsert(
-                        _records,
-                        records[start : start + _BATCH],
-                        keys=("integration", "data_type", "registration_id"),
-                        update=(
-                            "last_outcome",
-                            "last_reason",
-                            "last_run_id",
-                            "last_seen_run_id",
-                            "vanished_run_id",
-                            "source_row",
-                        ),
-                    )
+                    self._upsert(_records, keys=_RECORD_KEY, update=_INVALID_UPDATE),
+                    list(latest.values()),
                 )
 
     def problems(self, run_id: int) -> Iterator[Problem]:
@@ -858,6 +841,38 @@ class Ledger:
         out = dict(row._mapping)
         out.pop("accepted_payload", None)
         return out
+
+    def refresh_unchanged(
+        self, integration: str, data_type: str, rows: Sequence[tuple[str, int | None]]
+    ) -> None:
+        """Note that records are in the source unchanged: ``(registration_id, source_hash)``.
+
+        Their source hash becomes the current one (so that the next sync skips them without
+        mapping), and a record last set aside as ``invalid`` is ``unchanged`` again: Grip holds
+        exactly its content.
+        """
+        if not rows:
+            return
+        r = _records.c
+        was_invalid = r.last_outcome == RecordOutcome.INVALID.value
+        stmt = (
+            _records.update()
+            .where(
+                r.integration == integration,
+                r.data_type == data_type,
+                r.registration_id == sa.bindparam("b_id"),
+            )
+            .values(
+                source_hash=sa.bindparam("b_hash"),
+                last_outcome=sa.case(
+                    (was_invalid, RecordOutcome.UNCHANGED.value), else_=r.last_outcome
+                ),
+                last_reason=sa.case((was_invalid, None), else_=r.last_reason),
+            )
+        )
+        params = [{"b_id": rid, "b_hash": digest} for rid, digest in rows]
+        with self._begin() as conn:
+            conn.execute(stmt, params)
 
     def mark_seen(
         self,
@@ -1001,10 +1016,10 @@ class Ledger:
                 conn.execute(
                     self._upsert(
                         _watermarks,
-                        rows,
                         keys=("integration", "data_type"),
                         update=("value", "run_id", "updated_at"),
-                    )
+                    ),
+                    rows,
                 )
 
     # -- whole-table views --------------------------------------------------------------------
@@ -1029,6 +1044,7 @@ class Ledger:
 
 
 _ACCEPTED_UPDATE = (
+    "source_hash",
     "accepted_hash",
     "accepted_payload",
     "sent_hash",
@@ -1039,6 +1055,15 @@ _ACCEPTED_UPDATE = (
     "attempts",
     "first_pushed_at",
     "last_pushed_at",
+    "last_run_id",
+    "last_seen_run_id",
+    "vanished_run_id",
+    "source_row",
+)
+_RECORD_KEY = ("integration", "data_type", "registration_id")
+_INVALID_UPDATE = (
+    "last_outcome",
+    "last_reason",
     "last_run_id",
     "last_seen_run_id",
     "vanished_run_id",
@@ -1060,7 +1085,11 @@ def _transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def _upsert_builder(dialect: str) -> Any:
-    """Return ``build(table, rows, keys, update)`` making an insert-or-update for ``dialect``."""
+    """Return ``build(table, keys, update)`` making an insert-or-update for ``dialect``.
+
+    The statement carries no values: it is executed with a list of rows, which SQLAlchemy
+    sends in batches of multi-row VALUES (one compiled statement, cached).
+    """
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -1074,10 +1103,8 @@ def _upsert_builder(dialect: str) -> Any:
             f"the ledger runs on PostgreSQL or SQLite; a {dialect} database is not supported"
         )
 
-    def build(
-        table: sa.Table, rows: list[dict[str, Any]], *, keys: Sequence[str], update: Sequence[str]
-    ) -> Any:
-        stmt = insert_fn(table).values(rows)
+    def build(table: sa.Table, *, keys: Sequence[str], update: Sequence[str]) -> Any:
+        stmt = insert_fn(table)
         if not update:
             return stmt.on_conflict_do_nothing(index_elements=list(keys))
         excluded = stmt.excluded
@@ -1122,6 +1149,7 @@ def _pg_copy_frame(conn: Connection, stmt: sa.Select[Any]) -> pd.DataFrame:
         "last_outcome": pa.string(),
         "last_seen_run_id": pa.int64(),
         "vanished_run_id": pa.int64(),
+        "source_hash": pa.int64(),
     }
     table = pacsv.read_csv(
         buffer,
@@ -1145,15 +1173,21 @@ def _arrow_types(arrow_type: Any) -> Any:
 
 def _typed_state(frame: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
-    import pyarrow as pa
 
-    text = pd.ArrowDtype(pa.string())
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
     for name in STATE_COLUMNS:
         column = frame[name] if name in frame else pd.Series([None] * len(frame))
-        dtype = pd.Int64Dtype() if name.endswith("_run_id") else text
-        out[name] = column.reset_index(drop=True).astype(dtype)
+        out[name] = column.reset_index(drop=True).astype(_state_dtype(name))
     return out
+
+
+def _state_dtype(name: str) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    if name.endswith("_run_id") or name == "source_hash":
+        return pd.Int64Dtype()
+    return pd.ArrowDtype(pa.string())
 
 
 def _missing(value: Any) -> bool:
