@@ -16,7 +16,10 @@ from grip.mapping.loader import MappingSpec
 
 # NOTE: written for RE2 as well as Python's re (no \s, \Z for the end): pandas then checks
 # pyarrow-backed text in C++ instead of falling back to a Python loop
-_EMAIL_CHAR = r"[^@ \t\n\r\f\v<>(),;:\"\[\]]"
+_EMAIL_CHAR = (
+    r"[^@\x00-\x20\x7f<>(),;:\"\[\]"
+    "\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
 EMAIL_PATTERN = rf"^{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}{{2,}}\Z"
 """An e-mail address as Grip can use it: one '@', no spaces, a dot in the domain."""
 
