@@ -375,6 +375,28 @@ def test_incremental_read_by_cursor_column(request, server, column_type):
     assert query_source.new_watermark == again.new_watermark
 
 
+@pytest.mark.parametrize("server", ["pg", "maria"])
+def test_watermark_given_back_as_text_is_read_as_the_cursor_type(request, server):
+    engine = request.getfixturevalue(server)
+    # A ledger keeping JSON hands back ISO 8601 text.
+    frame, _, source = read_with(
+        engine,
+        table="src_typed",
+        cursor_column="registered_at",
+        watermark="2024-06-01T00:00:00+00:00",
+    )
+    assert frame["id"].tolist() == [3]
+    assert source.new_watermark == dt.datetime(2024, 12, 31, 23, 59, 59, 500_000, tzinfo=dt.UTC)
+
+    frame, _, _ = read_with(engine, table="src_typed", cursor_column="born", watermark="1995-01-01")
+    assert frame["id"].tolist() == [3]
+
+    with pytest.raises(
+        SourceError, match=r"the watermark 'yesterday' is not a value of the cursor"
+    ):
+        read_with(engine, table="src_typed", cursor_column="big", watermark="yesterday")
+
+
 def test_incremental_read_with_nothing_new_keeps_no_watermark(pg):
     frame, frames, source = read_with(
         pg,

@@ -154,6 +154,18 @@ def test_bad_csv_line_becomes_a_reject_with_its_physical_line(tmp_path):
     assert str(source.rejects[1]).startswith("bad.csv:6: has 2 fields")
 
 
+def test_csv_field_beyond_the_size_limit_is_a_reject_and_reading_goes_on(tmp_path):
+    huge = "x" * 200_000
+    path = write(tmp_path / "huge.csv", f"id,note\n1,ok\n2,{huge}\n3,fine\n")
+
+    frame, _, source = read_all(path)
+
+    assert list(frame.index) == [1, 3]
+    assert [(r.line, r.reason) for r in source.rejects] == [
+        (3, "cannot be parsed (field larger than field limit (131072))")
+    ]
+
+
 def test_rows_are_numbered_across_chunks(tmp_path):
     body = "id\n" + "".join(f"{i}\n" for i in range(1, 26))
     path = write(tmp_path / "many.csv", body)
@@ -420,7 +432,7 @@ def test_large_json_array_is_streamed_across_buffer_boundaries(tmp_path):
 
 
 def test_empty_json_array_gives_no_rows(tmp_path):
-    _, frames, _ = read_all(write(tmp_path / "none.json", "[ ]"))
+    _, frames, _ = read_all(write(tmp_path / "none.json", "[ ]"), required=["email"])
     assert frames == []
 
 

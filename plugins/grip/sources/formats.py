@@ -75,6 +75,7 @@ class FileLayout:
     encoding: str | None = None
     delimiter: str | None = None
     json_columns: list[str] = field(default_factory=list)
+    json_records: int = 0
 
 
 # Inspection -------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def inspect_file(path: Path, label: str, settings: FileSettings, work_dir: Path)
     if layout.format == "csv":
         layout.delimiter = settings.delimiter or _sniff_delimiter(head, inner_name)
     else:
-        layout.json_columns = _scan_json_columns(layout)
+        layout.json_columns, layout.json_records = _scan_json_columns(layout)
     return layout
 
 
@@ -312,9 +313,10 @@ def _sniff_delimiter(head: str, name: str) -> str:
     return best
 
 
-def _scan_json_columns(layout: FileLayout) -> list[str]:
-    """Read every record once to check the JSON and collect the union of keys, in order."""
+def _scan_json_columns(layout: FileLayout) -> tuple[list[str], int]:
+    """Read every record once to check the JSON; return the union of keys and the records."""
     columns: dict[str, None] = {}
+    count = 0
     with _open_text(layout) as text:
         records = (
             _json_array_records(text, layout.label)
@@ -322,10 +324,11 @@ def _scan_json_columns(layout: FileLayout) -> list[str]:
             else _ndjson_records(text, layout.label, None)
         )
         for _, _, record in records:
+            count += 1
             if isinstance(record, dict):
                 for key in record:
                     columns.setdefault(str(key), None)
-    return list(columns)
+    return list(columns), count
 
 
 @contextmanager
@@ -576,7 +579,7 @@ def _json_batches(
     required: Collection[str] | None,
 ) -> Iterator[tuple[list[str], list[int], list[Any]]]:
     columns = layout.json_columns
-    if columns or required:
+    if layout.json_records:  # an empty array has no columns to check, and no rows to map
         check_required_columns(layout.label, columns, required)
     with _open_text(layout) as text:
         records = (

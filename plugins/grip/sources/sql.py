@@ -116,6 +116,8 @@ class SqlSource(Source):
         self._engine = engine
         self._own_engine = engine is None
         self._password: str | None = None
+        self._relation = ""
+        self._cursor_kind: Kind | None = None
         self.method_used: str | None = None
 
     # Connection -----------------------------------------------------------------------------
@@ -319,6 +321,7 @@ class SqlSource(Source):
             )
         check_required_columns(self.describe(), names, self.required_columns)
         cursor = self.config.cursor_column
+        self._cursor_kind = kinds[names.index(cursor)] if cursor in names else None
         if cursor is not None and cursor not in names:
             raise SourceError(
                 f"{self.describe()}: the cursor column {cursor!r} is not among the columns "
@@ -402,12 +405,28 @@ class SqlSource(Source):
         return sql, params
 
     def _watermark_param(self) -> Any:
+        """The watermark as the cursor column's type (a ledger may give it back as text)."""
         value = self.watermark
-        if isinstance(value, str) and self.dialect != "sqlite":
-            try:
-                value = dt.datetime.fromisoformat(value)
-            except ValueError:
-                return self.watermark
+        kind = self._cursor_kind
+        if isinstance(value, str):
+            parse: dict[str, Any] = {
+                "datetime": dt.datetime.fromisoformat,
+                "datetime_tz": dt.datetime.fromisoformat,
+                "date": dt.date.fromisoformat,
+                "int": int,
+                "float": float,
+                "decimal": decimal.Decimal,
+            }
+            if kind in parse:
+                try:
+                    value = parse[kind](value)
+                except (ValueError, ArithmeticError):
+                    raise SourceError(
+                        f"{self.describe()}: the watermark {value!r} is not a value of the "
+                        f"cursor column {self.config.cursor_column!r} ({kind})"
+                    ) from None
+        if isinstance(value, dt.datetime) and value.tzinfo is None and kind == "datetime_tz":
+            value = value.replace(tzinfo=dt.UTC)
         if isinstance(value, dt.datetime) and value.tzinfo is not None:
             if self.dialect in ("mysql", "mariadb"):
                 return value.astimezone(dt.UTC).replace(tzinfo=None)
