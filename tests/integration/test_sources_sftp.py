@@ -380,9 +380,12 @@ def test_airflow_sftp_host_key_mismatch_names_the_connection(
         kind="sftp", conn_id="partner_sftp_bad", folder=str(drop_dir), settle_seconds=0
     )
 
-    with pytest.raises(
-        SourceError,
-        match=r"^sftp .* via conn partner_sftp_bad: the server's host key does not match",
-    ) as caught, build_source_from_airflow(config) as source:
+    with (
+        pytest.raises(
+            SourceError,
+            match=r"^sftp .* via conn partner_sftp_bad: the server's host key does not match",
+        ) as caught,
+        build_source_from_airflow(config) as source,
+    ):
         list(source.chunks())
     assert sshd.password not in str(caught.value)
