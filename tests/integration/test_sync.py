@@ -205,6 +205,12 @@ def test_a_row_made_invalid_is_rejected_and_reported(feed: Feed) -> None:
     assert record["last_outcome"] == "invalid"
     assert record["accepted_hash"] is not None  # Grip keeps the version it accepted
     assert feed.stored()["R0011"]["email"] == "person11@example.com"
+    # the same bad row again: rejected for the same reasons without being mapped again
+    again = feed.run("sync")
+    assert (again.counts["invalid"], again.counts["skipped_unchanged"]) == (1, 60)
+    assert again.validation_reasons == report.validation_reasons
+    rejects_again = pd.read_csv(Path(again.report_dir) / PROBLEMS_CSV, dtype=str)
+    assert list(rejects_again["reasons"]) == list(rejects["reasons"])
 
 
 def test_api_failures_are_retried_by_the_next_sync(feed: Feed) -> None:

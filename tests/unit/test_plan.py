@@ -23,7 +23,7 @@ from grip.payload import canonical_json, content_hash
 def _state(rows: list[tuple]) -> pd.DataFrame:
     """Ledger rows as (data_type, registration_id, accepted, sent, outcome)."""
     frame = pd.DataFrame(
-        [(*row[:5], 1, None, row[5] if len(row) > 5 else None) for row in rows],
+        [(*row[:5], 1, None, row[5] if len(row) > 5 else None, None) for row in rows],
         columns=list(STATE_COLUMNS),
     )
     return frame.astype(
@@ -198,6 +198,7 @@ def test_index_scales_to_a_million_records() -> None:
             "last_seen_run_id": 1,
             "vanished_run_id": None,
             "source_hash": None,
+            "last_reason": None,
         }
     )
     index = LedgerIndex(state)

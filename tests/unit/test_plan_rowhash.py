@@ -61,10 +61,11 @@ def test_columns_do_not_run_into_each_other() -> None:
 
 
 def _state(rows: list[tuple]) -> pd.DataFrame:
-    """(data_type, registration_id, accepted, outcome, source_hash) per record."""
-    records = [(dt, rid, acc, acc, out, 1, None, src) for dt, rid, acc, out, src in rows]
+    """(data_type, registration_id, accepted, outcome, source_hash[, reason]) per record."""
+    records = [(*row[:3], row[2], row[3], 1, None, row[4], (*row, None)[5]) for row in rows]
     columns = list(zip(*records, strict=True))
     numeric = {"last_seen_run_id", "vanished_run_id", "source_hash"}
+    assert len(STATE_COLUMNS) == 9
     return pd.DataFrame(
         {
             name: pd.array(list(values), dtype="Int64" if name in numeric else "str")
@@ -88,18 +89,22 @@ def test_only_records_grip_holds_unchanged_take_the_fast_path() -> None:
                 ("visitor", "H", "h", "created", 20),
                 ("visitor", "I", "h", "created", 20),
                 ("exhibitor", "A", "h", "created", 11),
+                ("visitor", "J", None, "invalid", 30, "email: 'x' is not an address"),
+                ("visitor", "K", None, "invalid", 31, "unique_key: 'K' is already the key"),
             ]
         )
     )
-    hashes = np.array([11, 12, big, 14, 15, 16, 20, 99, -1], dtype=np.int64)
+    hashes = np.array([11, 12, big, 14, 15, 16, 20, 99, -1, 30, 31], dtype=np.int64)
     positions = index.fast_positions("visitor", hashes)
     ids = [None if p < 0 else index.registration_ids(np.array([p]))[0] for p in positions]
-    assert ids == ["A", "B", "C", None, None, None, None, None, None]
+    assert ids == ["A", "B", "C", None, None, None, None, None, None, "J", None]
+    assert list(index.outcomes(positions[[0, 9]])) == ["created", "invalid"]
+    assert list(index.reasons(positions[[9]])) == ["email: 'x' is not an address"]
     assert index.fast_positions("exhibitor", np.array([11, 12]))[1] == -1
     assert index.fast_positions("representative", np.array([11]))[0] == -1
 
     index.mark_seen("visitor", positions[:2])
     assert list(index.seen_mask("visitor", positions[:3])) == [True, True, False]
     gone = index.vanished(["visitor"])
-    assert list(gone["registration_id"]) == ["C", "D", "E", "G", "H", "I"]
+    assert list(gone["registration_id"]) == ["C", "D", "E", "G", "H", "I"]  # J, K: never in Grip
     assert list(index.source_hashes(np.array([0, 6, -1]))) == [11, None, None]

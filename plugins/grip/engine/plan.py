@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from grip.ledger.models import HOLDS_ACCEPTED
+from grip.ledger.repository import DUPLICATE_RULE
 from grip.payload import content_hash
 
 
@@ -72,6 +73,11 @@ class LedgerIndex:
         self._sent = _text(self.state["sent_hash"])
         self._outcome = _text(self.state["last_outcome"])
         self._ids = _text(self.state["registration_id"])
+        self._reason = (
+            _text(self.state["last_reason"])
+            if "last_reason" in self.state
+            else np.full(len(self.state), None, dtype=object)
+        )
         source = self.state.get("source_hash")
         if source is None:
             self._source = np.zeros(len(self.state), dtype=np.int64)
@@ -107,12 +113,15 @@ class LedgerIndex:
         return classify_against(pos, hashes, self._accepted, self._sent, self._outcome)
 
     def fast_positions(self, data_type: str, source_hashes: np.ndarray) -> np.ndarray:
-        """Return the ledger row of each source row that Grip holds unchanged, else -1.
+        """Return the ledger row of each source row whose fate is known already, else -1.
 
         A source row qualifies when a record of the data type was last accepted (or found
-        unchanged) from a source row with this very hash; the hash is keyed by the mapping's
-        fingerprint, so such a row maps to exactly the payload Grip holds and passed
-        validation. Does not mark anything seen (see :meth:`mark_seen`).
+        unchanged) from a source row with this very hash: it maps to exactly the payload Grip
+        holds and passes validation. It also qualifies when the record was last set aside by
+        validation from such a row (for a reason of its own, not a repeated id): it fails again
+        for the same reasons (see :meth:`outcomes` and :meth:`reasons`). The hash is keyed by
+        everything that shapes a payload (``grip.engine.rowhash.source_seed``). Does not mark
+        anything seen (see :meth:`mark_seen`).
         """
         if data_type not in self._fast:
             self._fast[data_type] = self._build_fast(data_type)
@@ -126,8 +135,13 @@ class LedgerIndex:
 
     def _build_fast(self, data_type: str) -> tuple[pd.Index, np.ndarray]:
         rows = self._rows.get(data_type, np.array([], dtype=np.int64))
-        holds = np.isin(self._outcome[rows], list(HOLDS_ACCEPTED)) & self._has_source[rows]
-        rows = rows[holds & pd.notna(self._accepted[rows])]
+        outcome = self._outcome[rows]
+        holds = np.isin(outcome, list(HOLDS_ACCEPTED)) & pd.notna(self._accepted[rows])
+        reasons = self._reason[rows]
+        invalid = (outcome == "invalid") & np.array(
+            [r is not None and DUPLICATE_RULE not in r for r in reasons], dtype=bool
+        )
+        rows = rows[(holds | invalid) & self._has_source[rows]]
         hashes = pd.Index(self._source[rows])
         # NOTE: a hash shared by two records cannot tell them apart: both take the full path
         unique = ~hashes.duplicated(keep=False)
@@ -149,6 +163,10 @@ class LedgerIndex:
         out = self._source[safe].astype(object)
         out[~(known & self._has_source[safe])] = None
         return out
+
+    def reasons(self, positions: np.ndarray) -> np.ndarray:
+        """The last reason of ledger rows."""
+        return self._reason[positions]
 
     def outcomes(self, positions: np.ndarray) -> np.ndarray:
         """The last outcome of ledger rows (None for -1)."""

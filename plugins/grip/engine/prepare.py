@@ -492,12 +492,12 @@ class _Preparer:
         self.timings["validate"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        self._rejects(data_type, validated.rejects, index)
+        by_row = pd.Series(source_hashes, index=frame.index)
+        self._rejects(data_type, validated.rejects, index, by_row)
         valid = validated.valid.rows
         ids = valid["registration_id"].astype(object).to_numpy()
         payloads = valid["payload_json"].astype(object).to_numpy()
         rows = np.asarray(valid.index, dtype=np.int64)
-        by_row = pd.Series(source_hashes, index=frame.index)
         sources = by_row.reindex(rows).to_numpy(dtype=np.int64)
         hashes = hash_payloads(payloads)
         positions = index.positions(data_type, ids)
@@ -530,7 +530,12 @@ class _Preparer:
     def _skip_unchanged(
         self, data_type: str, frame: pd.DataFrame, source_hashes: np.ndarray, index: LedgerIndex
     ) -> tuple[pd.DataFrame, np.ndarray]:
-        """Set aside the rows Grip holds unchanged without mapping them; return the others."""
+        """Set aside, without mapping them, the rows whose fate the ledger knows; return the rest.
+
+        A row Grip holds unchanged is planned ``unchanged``; a row validation set aside before
+        for its own content is rejected again with the same reasons. Their keys are claimed in
+        the run's key set as validation would claim them.
+        """
         positions = index.fast_positions(data_type, source_hashes)
         fast = positions >= 0
         if not fast.any():
@@ -543,30 +548,52 @@ class _Preparer:
         claim[np.flatnonzero(fast)[~taken & first]] = True
         if not claim.any():
             return frame, source_hashes
-        ids = index.registration_ids(positions[claim])
+        claimed = positions[claim]
+        index.mark_seen(data_type, claimed)
+        ids = index.registration_ids(claimed)
         rows = np.asarray(frame.index[claim], dtype=np.int64)
         repeats = self.key_set.claim(pd.Series(ids, index=rows), data_type)
-        if repeats:
-            keep = ~np.isin(rows, list(repeats))
-            problems = [
-                Problem(data_type, str(rid), int(row), "validation", "invalid", repeats[int(row)])
-                for rid, row in zip(ids[~keep], rows[~keep], strict=True)
-            ]
-            from grip.validation import Reject
-
-            self.validation_reasons.update(reason_key(p.reasons) for p in problems)
-            self.invalid += len(problems)
-            self._problems(problems)
-            self.rejects_of_type.extend(
-                Reject(int(p.source_row or 0), p.registration_id, [p.reasons], data_type)
-                for p in problems
+        repeated = np.isin(rows, list(repeats))
+        invalid = (index.outcomes(claimed) == "invalid") & ~repeated
+        problems = [
+            Problem(data_type, str(rid), int(row), "validation", "invalid", repeats[int(row)])
+            for rid, row in zip(ids[repeated], rows[repeated], strict=True)
+        ]
+        again = [
+            Problem(data_type, str(rid), int(row), "validation", "invalid", str(reason))
+            for rid, row, reason in zip(
+                ids[invalid], rows[invalid], index.reasons(claimed[invalid]), strict=True
             )
-            ids, rows = ids[keep], rows[keep]
-        index.mark_seen(data_type, positions[claim])
-        self.fast_rows += len(ids)
-        self.plan_counts.unchanged += len(ids)
-        self._keys(data_type, ids, rows, np.full(len(ids), Action.UNCHANGED.value, dtype=object))
+        ]
+        self._fast_rejects(data_type, problems, update_records=True)
+        self._fast_rejects(data_type, again, update_records=False)
+        unchanged = ~repeated & ~invalid
+        self.fast_rows += int(claim.sum())
+        self.plan_counts.unchanged += int(unchanged.sum())
+        self._keys(
+            data_type,
+            ids[unchanged],
+            rows[unchanged],
+            np.full(int(unchanged.sum()), Action.UNCHANGED.value, dtype=object),
+        )
         return frame[~claim], source_hashes[~claim]
+
+    def _fast_rejects(
+        self, data_type: str, problems: list[Problem], *, update_records: bool
+    ) -> None:
+        """Count and keep rejects found without validation (as validation would report them)."""
+        if not problems:
+            return
+        from grip.validation import Reject
+
+        for p in problems:
+            self.validation_reasons.update(reason_key(r) for r in p.reasons.split("; "))
+        self.rejects_of_type.extend(
+            Reject(int(p.source_row or 0), p.registration_id, p.reasons.split("; "), data_type)
+            for p in problems
+        )
+        self.invalid += len(problems)
+        self._problems(problems, update_records=update_records)
 
     def _keys(self, data_type: str, ids: np.ndarray, rows: np.ndarray, actions: np.ndarray) -> None:
         self.keys.append(
@@ -580,7 +607,9 @@ class _Preparer:
             )
         )
 
-    def _rejects(self, data_type: str, rejects: list[Any], index: LedgerIndex) -> None:
+    def _rejects(
+        self, data_type: str, rejects: list[Any], index: LedgerIndex, by_row: pd.Series
+    ) -> None:
         problems = []
         rejected_ids = []
         self.rejects_of_type.extend(rejects)
@@ -595,6 +624,7 @@ class _Preparer:
                     "validation",
                     "invalid",
                     "; ".join(reasons),
+                    source_hash=_hash_of(by_row, reject.source_row),
                 )
             )
             if reject.registration_id is not None:
@@ -638,7 +668,7 @@ class _Preparer:
         self.validation_reasons.update(reason_key(r.reason) for r in source.rejects)
         self._problems(problems)
 
-    def _problems(self, problems: list[Problem]) -> None:
+    def _problems(self, problems: list[Problem], *, update_records: bool = True) -> None:
         """Keep problems: in memory for a dry run, else in the ledger (timed as ``ledger``)."""
         if not problems:
             return
@@ -646,7 +676,9 @@ class _Preparer:
             self.memory_problems.extend(problems)
             return
         started = time.perf_counter()
-        self.ledger.record_problems(self.run_id, problems, integration=self.name)
+        self.ledger.record_problems(
+            self.run_id, problems, integration=self.name, update_records=update_records
+        )
         self._ledger_seconds += time.perf_counter() - started
 
     def _is_snapshot(self, config: Any, watermark: Any, files: list[FileEntry]) -> bool:
@@ -744,3 +776,9 @@ class _Preparer:
             pd.DataFrame(rows).to_csv(self.report_dir / "vanished.csv", index=False)
             shown = rows[:VANISHED_SHOWN]
         return shown
+
+
+def _hash_of(by_row: pd.Series, row: int | None) -> int | None:
+    if row is None or row not in by_row.index:
+        return None
+    return int(by_row.loc[row])

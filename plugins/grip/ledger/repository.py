@@ -56,6 +56,7 @@ STATE_COLUMNS = (
     "last_seen_run_id",
     "vanished_run_id",
     "source_hash",
+    "last_reason",
 )
 """The columns of :meth:`Ledger.load_state`, the ledger's side of a plan."""
 
@@ -173,6 +174,22 @@ class Problem:
     outcome: str
     reasons: str
     status: int | None = None
+    source_hash: int | None = field(default=None, compare=False)
+    """Hash of the source row (kept on the record, so an unchanged bad row need not be
+    validated again); not part of the report."""
+
+    @property
+    def about_the_row(self) -> bool:
+        """Whether the problem belongs to the record itself, not to its place in the source.
+
+        A repeated registration_id is the later row's problem: the record (its first row) is
+        fine, so its ledger state is left alone.
+        """
+        return bool(self.registration_id) and DUPLICATE_RULE not in self.reasons
+
+
+DUPLICATE_RULE = "unique_key:"
+"""How validation's reason for a repeated registration_id starts."""
 
 
 @dataclass(frozen=True)
@@ -685,12 +702,19 @@ class Ledger:
         }
 
     def record_problems(
-        self, run_id: int, problems: Sequence[Problem], *, integration: str
+        self,
+        run_id: int,
+        problems: Sequence[Problem],
+        *,
+        integration: str,
+        update_records: bool = True,
     ) -> None:
         """Store a run's validation rejects; records with a key get ``invalid`` as last outcome.
 
         What Grip accepted before stays as it is: an invalid row is not pushed, so Grip keeps
-        the last version it accepted.
+        the last version it accepted. A repeated registration_id is the run's problem only (see
+        :attr:`Problem.about_the_row`). With ``update_records`` False only the run's problems
+        are written (the records already say the same).
         """
         if not problems:
             return
@@ -709,7 +733,8 @@ class Ledger:
         ]
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for p in problems:
-            if p.registration_id:
+            if update_records and p.about_the_row:
+                assert p.registration_id is not None
                 latest[(p.data_type, p.registration_id)] = {
                     "integration": integration,
                     "data_type": p.data_type,
@@ -721,6 +746,7 @@ class Ledger:
                     "last_seen_run_id": run_id,
                     "vanished_run_id": None,
                     "source_row": p.source_row,
+                    "source_hash": p.source_hash,
                 }
         with self._begin() as conn:
             conn.execute(_problems.insert(), rows)
@@ -1062,6 +1088,7 @@ _ACCEPTED_UPDATE = (
 )
 _RECORD_KEY = ("integration", "data_type", "registration_id")
 _INVALID_UPDATE = (
+    "source_hash",
     "last_outcome",
     "last_reason",
     "last_run_id",
@@ -1150,6 +1177,7 @@ def _pg_copy_frame(conn: Connection, stmt: sa.Select[Any]) -> pd.DataFrame:
         "last_seen_run_id": pa.int64(),
         "vanished_run_id": pa.int64(),
         "source_hash": pa.int64(),
+        "last_reason": pa.string(),
     }
     table = pacsv.read_csv(
         buffer,
