@@ -134,6 +134,14 @@ class Validator:
         self._runner: Any = None
         self._columns = list(dict.fromkeys(rule.column for rule in self.rules))
 
+    def build_suite(self) -> None:
+        """Build the GX suite now (it is otherwise built by the first validation).
+
+        Raises:
+            ConfigError: An expectation the mapping adds cannot be built (its file and line).
+        """
+        self._suite()
+
     def _suite(self) -> Any:
         if self._runner is None:
             from grip.validation.gx import SuiteRunner, gx_context
