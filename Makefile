@@ -19,5 +19,7 @@ lint: bootstrap
 sandbox: bootstrap
 	@$(PY) -m sandbox $(SANDBOX_ARGS)
 
+BENCHMARKS ?= sandbox_throughput client_push sources_postgres mapping_validation sync_nochange
+
 bench: bootstrap
-	@$(PY) -m bench $(BENCH_ARGS)
+	@for name in $(BENCHMARKS); do echo "== bench/$$name.py"; $(PY) -m bench.$$name || exit 1; done
