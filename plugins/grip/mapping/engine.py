@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from grip.errors import MappingError
 from grip.mapping import jsoncol
-from grip.mapping.jsoncol import constant, json_member, json_strings, member, obj, wrap
+from grip.mapping.jsoncol import constant, json_member, json_strings, obj, wrap
 from grip.mapping.loader import MappingSpec
 from grip.mapping.spec import FieldSpec, FilterSpec, MetadataSpec, Step
 from grip.mapping.template import Template
@@ -38,7 +38,8 @@ LANGUAGES_COLUMN = "_languages"
 """Validation column: the languages a row's ``metadata_raw`` uses, sorted, comma-separated."""
 
 METADATA_PREFIX = "metadata."
-"""Validation columns ``metadata.<key>`` hold a required metadata key's JSON (null if empty)."""
+"""Validation columns ``metadata.<key>`` hold a required metadata key's JSON member text
+(``"key":[...]``), null when the key has no value."""
 
 
 class MappedChunk:
@@ -85,7 +86,8 @@ class MappedChunk:
 
     def select(self, mask: np.ndarray | pd.Series) -> MappedChunk:
         """A chunk with the rows where ``mask`` is true (filter counts stay with the original)."""
-        rows = self.rows[np.asarray(mask, dtype=bool)]
+        keep = np.asarray(mask, dtype=bool)
+        rows = self.rows if keep.all() else self.rows[keep]
         kept = set(rows.index)
         problems = {row: reasons for row, reasons in self.problems.items() if row in kept}
         return MappedChunk(self.data_type, rows, dict.fromkeys(self.filtered, 0), problems)
@@ -197,14 +199,16 @@ class Mapper:
         spec = self.model.key
         columns = [spec.column] if spec.column else list(spec.columns or [])
         parts = [
-            text[column].map(lambda t: nullify_empty(pc.utf8_trim_whitespace(t))).rows()
+            text[column]
+            .map(lambda t: nullify_empty(pc.utf8_trim_whitespace(t), blank_possible=False))
+            .rows()
             for column in columns
         ]
         if len(parts) == 1:
             key = parts[0]
         else:
             key = pc.binary_join_element_wise(*parts, lit(spec.separator))  # null if a part is
-        key, _ = apply_chain(key, spec.transforms)
+        key, _ = apply_chain(key, spec.transforms, blank_possible=False)
         if spec.prefix:
             key = pc.binary_join_element_wise(lit(spec.prefix), key, lit(""))
         return key
@@ -216,7 +220,9 @@ class Mapper:
         for name in self.spec.field_order:
             field = self.model.fields[name]
             source = self._field_input(name, field, text, fields, count)
-            result = self._chain(source, field.transforms, name, problems)
+            # a rendered template is never blank: its placeholders were made null when blank
+            clean = field.template is None
+            result = self._chain(source, field.transforms, name, problems, blank_possible=clean)
             if field.default is not None:
                 result = result.replace(pc.fill_null(result.target, lit(field.default)))
             fields[name] = result
@@ -236,8 +242,15 @@ class Mapper:
             return Values.constant(field.const, count)
         return Values(rows=_render(self.spec.templates[name], text, fields))
 
-    def _chain(self, values: Values, steps: list[Step], target: str, problems: _Problems) -> Values:
-        result, flags = apply_chain(values.target, steps)
+    def _chain(
+        self,
+        values: Values,
+        steps: list[Step],
+        target: str,
+        problems: _Problems,
+        blank_possible: bool = True,
+    ) -> Values:
+        result, flags = apply_chain(values.target, steps, blank_possible=blank_possible)
         for flag in flags:
             problems.add_flag(values.row_flag(flag), target)
         return values.replace(result)
@@ -250,16 +263,17 @@ class Mapper:
         required: dict[str, Text] = {}
         for key in sorted(self.model.metadata):
             meta = self.model.metadata[key]
+            # each value comes as its whole member, '"key":[...]', or null when it is empty
             fragment, key_bits = self._metadata_value(key, meta, text, count, problems)
             bits |= key_bits
             if meta.required:
                 required[key] = fragment
             if self.model.send_empty:
-                fragment = pc.fill_null(fragment, lit("[]"))
-            members.append(member(key, fragment))
+                fragment = pc.fill_null(fragment, lit(_key(key) + "[]"))
+            members.append(fragment)
         if not members:
             return None, bits, required
-        return obj(members, constant("metadata_raw") + ":{", "}"), bits, required
+        return obj(members, _key("metadata_raw") + "{", "}"), bits, required
 
     def _metadata_value(
         self,
@@ -272,7 +286,7 @@ class Mapper:
         target = f"metadata_raw.{key}"
         if meta.const is not None:
             lang = meta.language or self.spec.default_language
-            fragment = Values.constant(constant([{lang: meta.const}]), count).rows()
+            fragment = Values.constant(_key(key) + constant([{lang: meta.const}]), count).rows()
             return fragment, np.full(count, self._bits[lang], dtype=np.int64)
         if meta.languages is not None and meta.split is not None:
             return self._metadata_zipped(key, meta, text, problems)
@@ -286,7 +300,7 @@ class Mapper:
                 values = self._chain(text[meta.languages[lang]], meta.transforms, target, problems)
                 bits |= np.where(values.spread(is_present(values.target)), self._bits[lang], 0)
                 parts.append(values.replace(json_member(lang, values.target)).rows())
-            return obj(parts, "[{", "}]"), bits
+            return obj(parts, _key(key) + "[{", "}]"), bits
 
         lang = meta.language or self.spec.default_language
         columns = [meta.column] if meta.column else list(meta.columns or [])
@@ -296,7 +310,7 @@ class Mapper:
             values = self._chain(text[column], meta.transforms, target, problems)
             bits |= np.where(values.spread(is_present(values.target)), self._bits[lang], 0)
             items.append(values.map(lambda t: wrap(start, json_strings(t), "}")).rows())
-        return obj(items, "[", "]"), bits
+        return obj(items, _key(key) + "[", "]"), bits
 
     def _metadata_items(
         self, key: str, meta: MetadataSpec, values: Values, problems: _Problems
@@ -318,7 +332,9 @@ class Mapper:
         else:
             flat = distinct
             owners = np.arange(len(distinct), dtype=np.int64)
-        items, flags = apply_chain(pa.chunked_array([flat], type=TEXT), meta.transforms)
+        items, flags = apply_chain(
+            pa.chunked_array([flat], type=TEXT), meta.transforms, blank_possible=meta.split is None
+        )
         reasons: dict[int, list[str]] = {}
         for flag in flags:
             _add_reasons(reasons, owners[flag.positions], flag, target)
@@ -341,7 +357,9 @@ class Mapper:
         kept = fragments.filter(pa.array(keep)).combine_chunks()
         joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), kept), lit(","))
         per_distinct = pc.if_else(pa.array(counts > 0), joined, pa.scalar(None, TEXT))
-        per_distinct = pc.binary_join_element_wise(lit("["), per_distinct, lit("]"), lit(""))
+        per_distinct = pc.binary_join_element_wise(
+            lit(_key(key) + "["), per_distinct, lit("]"), lit("")
+        )
         distinct_bits = np.zeros(len(distinct), dtype=np.int64)
         for bit in self._bits.values():
             hit = np.bincount(
@@ -429,7 +447,7 @@ class Mapper:
                 value_list.append(value)
                 for lang in value:
                     combo_bits[number] |= self._bits[lang]
-            fragments.append(constant(value_list) if value_list else None)
+            fragments.append(_key(key) + constant(value_list) if value_list else None)
         if combo_reasons:
             bad = np.flatnonzero(np.isin(row_combo, np.fromiter(combo_reasons, dtype=np.int64)))
             problems.add(bad.tolist(), [combo_reasons[c] for c in row_combo[bad].tolist()])
@@ -523,6 +541,10 @@ def _filter_mask(item: FilterSpec, values: Text) -> np.ndarray:
         empty = pc.is_null(nullify_empty(values))
         hit = empty if item.empty else pc.invert(empty)
     return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _key(name: str) -> str:
+    return constant(name) + ":"
 
 
 def _language_list(languages: tuple[str, ...], bits: int) -> str:

@@ -77,11 +77,6 @@ def wrap(start: str, values: Text, end: str) -> Text:
     return _chunked(pc.binary_join_element_wise(lit(start), values, lit(end), lit("")))
 
 
-def member(key: str, value_json: Text) -> Text:
-    """``"key":<value>`` for each row with a value, null otherwise."""
-    return wrap(constant(key) + ":", value_json, "")
-
-
 def obj(members: list[Part], start: str = "{", end: str = "}") -> Text:
     """Join members with commas, leaving nulls out, between ``start`` and ``end``.
 

@@ -79,10 +79,19 @@ def _chunked(array: pa.Array | pa.ChunkedArray) -> Text:
     return pa.chunked_array([array], type=array.type)
 
 
-def nullify_empty(values: Text) -> Text:
-    """Turn empty and whitespace-only text into null (the engine's single meaning of 'empty')."""
-    blank = pc.or_(pc.equal(pc.utf8_length(values), 0), pc.utf8_is_space(values))
+def nullify_empty(values: Text, *, blank_possible: bool = True) -> Text:
+    """Turn empty and whitespace-only text into null (the engine's single meaning of 'empty').
+
+    ``blank_possible=False`` says no value is whitespace only (they were trimmed), so only
+    empty text needs looking for.
+    """
+    empty = pc.equal(pc.binary_length(values), 0)
+    blank = pc.or_(empty, pc.utf8_is_space(values)) if blank_possible else empty
     return pc.if_else(blank, pa.scalar(None, TEXT), values)
+
+
+# transforms after which no value is whitespace only
+_TRIMMING = {"trim", "email", "phone", "date"}
 
 
 def is_present(values: Text) -> np.ndarray:
@@ -90,14 +99,21 @@ def is_present(values: Text) -> np.ndarray:
     return np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def apply_chain(values: Text, steps: list[Step]) -> tuple[Text, list[Flag]]:
-    """Apply transforms in order; return the result (empty as null) and the rows each flagged."""
+def apply_chain(
+    values: Text, steps: list[Step], *, blank_possible: bool = True
+) -> tuple[Text, list[Flag]]:
+    """Apply transforms in order; return the result (empty as null) and the rows each flagged.
+
+    ``blank_possible=False`` says the input has no whitespace-only values.
+    """
     flags: list[Flag] = []
     for step in steps:
-        values, flag = TRANSFORM_FUNCTIONS[step.kind](values, getattr(step, step.kind))
+        kind = step.kind
+        values, flag = TRANSFORM_FUNCTIONS[kind](values, getattr(step, kind))
         if flag is not None:
             flags.append(flag)
-    return nullify_empty(values), flags
+        blank_possible = kind not in _TRIMMING and (blank_possible or kind in ("map", "replace"))
+    return nullify_empty(values, blank_possible=blank_possible), flags
 
 
 def apply_simple(values: Text, names: tuple[str, ...]) -> Text:

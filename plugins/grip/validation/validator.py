@@ -265,10 +265,11 @@ class Validator:
                 f"{rule.name}: {rule.describe(_plain(value))}"
             )
         if rule.keep_first:
-            later = values.duplicated(keep="first") & values.notna()
-            flagged = rows.index.isin(failed) & later.to_numpy()
-            first_rows = _first_rows(values, set(values[flagged]))
-            for row, value in values[flagged].items():
+            # GX lists every row of a repeated key; the first of each goes on
+            repeated = values.loc[failed].sort_index()
+            later = repeated.duplicated(keep="first")
+            first_rows = {value: int(row) for row, value in repeated[~later].items()}
+            for row, value in repeated[later].items():
                 reasons.setdefault(int(row), []).append(
                     f"{rule.name}: {where}: {value!r} is already the key of source row "
                     f"{first_rows[value]}"
@@ -336,12 +337,6 @@ def _column_label(column: str) -> str:
     if column.startswith(METADATA_PREFIX):
         return "metadata_raw." + column[len(METADATA_PREFIX) :]
     return column
-
-
-def _first_rows(values: pd.Series, wanted: set[Any]) -> dict[Any, int]:
-    present = values[values.isin(list(wanted))]
-    firsts = present[~present.duplicated(keep="first")]
-    return {value: int(row) for row, value in firsts.items()}
 
 
 def _plain(value: Any) -> Any:
