@@ -156,6 +156,8 @@ def _seed_ledger(integration_path: Path, ledger_url: str) -> dict[str, int]:
     seed = source_seed(spec, integration.spec.application)
     columns = sorted(spec.required_columns)
     parts = []
+    invalid = []
+    fates = []
     read = 0
     with build_source(
         integration.spec.data_types["visitor"].source, required_columns=spec.required_columns
@@ -163,7 +165,32 @@ def _seed_ledger(integration_path: Path, ledger_url: str) -> dict[str, int]:
         for frame in source.chunks():
             read += len(frame)
             by_row = pd.Series(row_hashes(frame, columns, seed), index=frame.index)
-            valid = validator.validate(mapper.map(frame)).valid.rows
+            validated = validator.validate(mapper.map(frame))
+            valid = validated.valid.rows
+            own = [
+                bool(r.registration_id) and not any(x.startswith("unique_key:") for x in r.reasons)
+                for r in validated.rejects
+            ]
+            bad = [r for r, mine in zip(validated.rejects, own, strict=True) if mine]
+            other = [r for r, mine in zip(validated.rejects, own, strict=True) if not mine]
+            fates.append(
+                pd.DataFrame(
+                    {
+                        "source_hash": by_row.reindex([r.source_row for r in other]).to_numpy(),
+                        "registration_id": [r.registration_id for r in other],
+                        "reasons": ["; ".join(r.reasons) for r in other],
+                    }
+                )
+            )
+            invalid.append(
+                pd.DataFrame(
+                    {
+                        "registration_id": [r.registration_id for r in bad],
+                        "last_reason": ["; ".join(r.reasons) for r in bad],
+                        "source_hash": by_row.reindex([r.source_row for r in bad]).to_numpy(),
+                    }
+                )
+            )
             parts.append(
                 pd.DataFrame(
                     {
@@ -190,12 +217,26 @@ def _seed_ledger(integration_path: Path, ledger_url: str) -> dict[str, int]:
             approved_fingerprint=fingerprint,
             sample_fingerprint=fingerprint,
         )
+    rejected = pd.concat(invalid, ignore_index=True)
+    rejected["integration"] = "bench_sync"
+    rejected["data_type"] = "visitor"
+    rejected["last_outcome"] = "invalid"
+    rejected["attempts"] = 0
+    rejected["last_run_id"] = 1
+    rejected["last_seen_run_id"] = 1
+    elsewhere = pd.concat(fates, ignore_index=True).drop_duplicates("source_hash")
+    elsewhere["integration"] = "bench_sync"
+    elsewhere["data_type"] = "visitor"
+    elsewhere["run_id"] = 1
     _copy_frame(ledger_url, "grip_records", records)
+    _copy_frame(ledger_url, "grip_records", rejected)
+    _copy_frame(ledger_url, "grip_row_fates", elsewhere)
     print(
-        f"ledger: {len(records):,} accepted records of {read:,} rows seeded in "
+        f"ledger: {len(records):,} accepted and {len(rejected):,} invalid records, "
+        f"{len(elsewhere):,} rows set aside otherwise, of {read:,} rows; seeded in "
         f"{time.perf_counter() - started:.1f} s"
     )
-    return {"rows": read, "valid": len(records)}
+    return {"rows": read, "valid": len(records), "invalid": len(rejected)}
 
 
 def _child(case: str, integration_path: str, work: str) -> dict[str, Any]:
@@ -318,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "sync_nochange",
         "rows": args.rows,
         "valid_records_in_ledger": seeded["valid"],
+        "invalid_records_in_ledger": seeded["invalid"],
         "runs": args.runs,
         "goal": {
             "read_to_plan_over_read_at_most": GOAL_RATIO,

@@ -308,6 +308,14 @@ def test_vanished_records_are_reported_not_deleted(feed: Feed) -> None:
     assert record["vanished_run_id"] is not None
     assert record["accepted_hash"] is not None
     assert "R0001" in feed.stored()
+    feed.execute(
+        "INSERT INTO {table} (reg_id, first_name, last_name, email, company, interest) "
+        "VALUES ('R0001', 'First1', 'Last1', 'person1@example.com', 'Company 1', '')"
+    )
+    back = feed.run("sync")
+    assert (back.counts["vanished"], back.counts["to_push"]) == (1, 0)
+    record = feed.ledger.record(feed.integration.name, "visitor", "R0001")
+    assert (record["vanished_run_id"], record["last_seen_run_id"]) == (None, back.run_id)
 
 
 def test_a_repeated_id_is_rejected_and_the_first_row_kept(feed: Feed) -> None:
@@ -361,3 +369,13 @@ def test_a_new_row_repeating_a_synced_id_is_rejected(feed: Feed) -> None:
     assert list(rejects["source_row"]) == ["61"]
     assert "already the key of source row 10" in rejects["reasons"].iloc[0]
     assert feed.stored()["R0009"]["first_name"] == "First9"
+    # unchanged, the repeated row is set aside again without being mapped
+    again = feed.run("sync")
+    assert (again.counts["invalid"], again.counts["skipped_unchanged"]) == (1, 61)
+    # once the row it repeated is gone, it is a valid change of R0009
+    feed.execute("DELETE FROM {table} WHERE reg_id = 'R0009' AND first_name = 'First9'")
+    before = feed.requests()
+    last = feed.run("sync")
+    assert (last.counts["invalid"], last.counts["planned_changed"]) == (0, 1)
+    assert feed.requests() - before == 1
+    assert feed.stored()["R0009"]["first_name"] == "Other"

@@ -58,10 +58,10 @@ def test_migrations_are_idempotent_and_match_the_models(ledger_url: str) -> None
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert upgrade(ledger_url) == "0002"
+    assert upgrade(ledger_url) == "0004"
     with Ledger(ledger_url) as ledger:
         run_id = ledger.start_run("demo", "full")
-        assert upgrade(ledger.engine) == "0002"
+        assert upgrade(ledger.engine) == "0004"
         assert ledger.run(run_id).stage == "full"
         with ledger.engine.connect() as conn:
             context = MigrationContext.configure(
@@ -226,6 +226,14 @@ def test_seen_and_vanished_records(ledger: Ledger) -> None:
     assert (rows["C"]["last_seen_run_id"], rows["C"]["vanished_run_id"]) == (run2, run3)
     assert rows["B"]["accepted_hash"] == "h"  # reported, never deleted
     assert ledger.record_counts("demo") == {"visitor": {"created": 1, "vanished": 2}}
+    assert ledger.seen_run("demo", "visitor") == run3
+    run4 = ledger.start_run("demo", "sync")
+    state = ledger.load_state("demo")
+    ledger.mark_seen(run4, "demo", "visitor", state[state["registration_id"] == "C"], ["B"])
+    b = ledger.record("demo", "visitor", "B")
+    assert (b["last_seen_run_id"], b["vanished_run_id"]) == (run4, None)
+    c = ledger.record("demo", "visitor", "C")
+    assert (c["last_seen_run_id"], c["vanished_run_id"]) == (run2, run3)
 
 
 def test_files_and_watermarks_count_only_once_the_run_commits(ledger: Ledger) -> None:
@@ -280,6 +288,8 @@ def test_table_snapshot_sees_every_change(ledger: Ledger) -> None:
         "grip_run_problems",
         "grip_run_files",
         "grip_watermarks",
+        "grip_row_fates",
+        "grip_seen",
     }
     ledger.ensure_integration("demo")
     assert ledger.table_snapshot() != before
@@ -297,7 +307,7 @@ def test_upgrade_keeps_the_data_of_an_older_ledger(ledger_url: str) -> None:
             )
         )
     engine.dispose()
-    assert upgrade(ledger_url) == "0002"
+    assert upgrade(ledger_url) == "0004"
     with Ledger(ledger_url) as ledger:
         record = ledger.record("demo", "visitor", "A")
         assert (record["accepted_hash"], record["source_hash"]) == ("h", None)
@@ -323,3 +333,24 @@ def test_refresh_unchanged_keeps_source_hashes_current(ledger: Ledger) -> None:
     state = ledger.load_state("demo").set_index("registration_id")
     assert int(state.loc["B", "source_hash"]) == big
     assert int(state.loc["A", "source_hash"]) == -big
+
+
+def test_row_fates_are_replaced_by_a_whole_read_and_added_to_otherwise(ledger: Ledger) -> None:
+    big = -(2**63) + 1
+    ledger.save_fates(1, "demo", "visitor", [(big, None, "key: missing")], replace=True)
+    ledger.save_fates(
+        1, "demo", "visitor", [(7, "A", "unique_key: 'A' is already the key")], replace=False
+    )
+    ledger.save_fates(1, "demo", "exhibitor", [(8, None, "key: missing")], replace=True)
+    fates = ledger.load_fates("demo", ["visitor"])
+    assert sorted(zip(fates["source_hash"], fates["registration_id"].fillna(""), strict=True)) == [
+        (big, ""),
+        (7, "A"),
+    ]
+    ledger.save_fates(2, "demo", "visitor", [(9, None, "key: missing")], replace=True)
+    assert list(ledger.load_fates("demo", ["visitor"])["source_hash"]) == [9]
+    both = ledger.load_fates("demo", ["exhibitor", "visitor"])
+    assert sorted(zip(both["data_type"], both["source_hash"], strict=True)) == [
+        ("exhibitor", 8),
+        ("visitor", 9),
+    ]

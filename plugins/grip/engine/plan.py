@@ -57,8 +57,12 @@ class LedgerIndex:
     The index also remembers which records the run has seen, for :meth:`vanished`.
     """
 
-    def __init__(self, state: pd.DataFrame):
+    def __init__(self, state: pd.DataFrame, fates: pd.DataFrame | None = None):
         self.state = state.reset_index(drop=True)
+        names = ("data_type", "source_hash", "registration_id", "reasons")
+        empty: dict[str, list[Any]] = {name: [] for name in names}
+        self.fates = fates.reset_index(drop=True) if fates is not None else pd.DataFrame(empty)
+        self._fate_index: dict[str, tuple[pd.Index, np.ndarray]] = {}
         self._index: dict[str, pd.Index] = {}
         self._rows: dict[str, np.ndarray] = {}
         self._seen: dict[str, np.ndarray] = {}
@@ -147,6 +151,28 @@ class LedgerIndex:
         unique = ~hashes.duplicated(keep=False)
         return pd.Index(self._source[rows][unique]), rows[unique]
 
+    def fate_positions(self, data_type: str, source_hashes: np.ndarray) -> np.ndarray:
+        """Return the row in :attr:`fates` of each source row set aside before, else -1."""
+        if data_type not in self._fate_index:
+            rows = np.flatnonzero((self.fates["data_type"] == data_type).to_numpy(dtype=bool))
+            hashes = self.fates["source_hash"].iloc[rows].astype("Int64")
+            self._fate_index[data_type] = (
+                pd.Index(hashes.to_numpy(dtype=np.int64, na_value=0)),
+                rows,
+            )
+        index, rows = self._fate_index[data_type]
+        if not len(index):
+            return np.full(len(source_hashes), -1, dtype=np.int64)
+        local = index.get_indexer(np.asarray(source_hashes, dtype=np.int64))
+        out = np.full(len(local), -1, dtype=np.int64)
+        out[local >= 0] = rows[local[local >= 0]]
+        return out
+
+    def fate(self, position: int) -> tuple[str | None, str]:
+        """The registration id (None if the row had none) and reasons of a set-aside row."""
+        rid = self.fates["registration_id"].iloc[position]
+        return (None if pd.isna(rid) else str(rid)), str(self.fates["reasons"].iloc[position])
+
     def mark_seen(self, data_type: str, positions: np.ndarray) -> None:
         """Mark ledger rows (positions in :attr:`state`) as seen in the source by this run."""
         rows = self._rows[data_type]
@@ -199,6 +225,16 @@ class LedgerIndex:
                 parts.append(rows[~self._seen[data_type]])
         rows = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
         return self.state.iloc[np.sort(rows)].reset_index(drop=True)
+
+    def returned(self, data_type: str) -> list[str]:
+        """Registration ids of records marked vanished that this run saw in the source again."""
+        rows = self._rows.get(data_type)
+        if rows is None:
+            return []
+        back = rows[
+            self._seen[data_type] & self.state["vanished_run_id"].iloc[rows].notna().to_numpy()
+        ]
+        return [str(rid) for rid in self._ids[back]]
 
     def vanished(self, data_types: Iterable[str]) -> pd.DataFrame:
         """Records of ``data_types`` that Grip holds but that the run did not see in the source."""

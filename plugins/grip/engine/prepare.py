@@ -254,6 +254,7 @@ class _Preparer:
         # run is the way to re-map everything (after a release that changes the mapping code)
         self.fast_path = stage == "sync"
         self.fast_rows = 0
+        self.fates: defaultdict[str, list[tuple[int, str | None, str]]] = defaultdict(list)
         self.data_docs: dict[str, str] = {}
         # NOTE: ledger writes happen inside the plan's timed blocks; they are counted apart
         self._ledger_seconds = 0.0
@@ -295,7 +296,10 @@ class _Preparer:
 
     def run(self, fingerprint: str, warnings: list[str], state: Any) -> RunPlan:
         started = time.perf_counter()
-        index = LedgerIndex(self.ledger.load_state(self.name, list(self.mappings)))
+        index = LedgerIndex(
+            self.ledger.load_state(self.name, list(self.mappings)),
+            self.ledger.load_fates(self.name, list(self.mappings)) if self.fast_path else None,
+        )
         self.timings["plan"] += time.perf_counter() - started
         self.progress.start("read", None)
         for data_type, mapping in self.mappings.items():
@@ -306,6 +310,7 @@ class _Preparer:
         banned = self._duplicates()
         chunks = self._chunks(banned)
         vanished = self._vanished(index)
+        self._save_fates()
         changes = self.examples.changes(
             self.ledger.accepted_payloads(
                 self.name, [(dt, rid) for dt, rid, _ in self.examples.items]
@@ -538,16 +543,53 @@ class _Preparer:
         """
         positions = index.fast_positions(data_type, source_hashes)
         fast = positions >= 0
-        if not fast.any():
-            return frame, source_hashes
         # NOTE: each ledger record may be claimed by one source row only; a second row with
         # the same hash (a repeated row) takes the full path, where validation rejects it
         taken = index.seen_mask(data_type, positions[fast])
         first = ~pd.Series(positions[fast]).duplicated().to_numpy()
         claim = np.zeros(len(fast), dtype=bool)
         claim[np.flatnonzero(fast)[~taken & first]] = True
-        if not claim.any():
-            return frame, source_hashes
+        if claim.any():
+            self._skip_known_records(data_type, frame, positions, claim, index)
+        known_fate = self._skip_known_fates(data_type, frame, source_hashes, ~claim, index)
+        skip = claim | known_fate
+        return frame[~skip], source_hashes[~skip]
+
+    def _skip_known_fates(
+        self,
+        data_type: str,
+        frame: pd.DataFrame,
+        source_hashes: np.ndarray,
+        candidates: np.ndarray,
+        index: LedgerIndex,
+    ) -> np.ndarray:
+        """Set aside again rows set aside before for reasons not tied to a record."""
+        fates = np.full(len(frame), -1, dtype=np.int64)
+        fates[candidates] = index.fate_positions(data_type, source_hashes[candidates])
+        skip = np.zeros(len(frame), dtype=bool)
+        problems = []
+        for i in np.flatnonzero(fates >= 0):
+            rid, reasons = index.fate(int(fates[i]))
+            row = int(frame.index[i])
+            if rid is not None:
+                if rid not in self.key_set:
+                    continue  # the row it repeated is gone: validation decides afresh
+                reasons = self.key_set.claim(pd.Series([rid], index=[row]), data_type)[row]
+            skip[i] = True
+            self.fast_rows += 1
+            self.fates[data_type].append((int(source_hashes[i]), rid, reasons))
+            problems.append(Problem(data_type, rid, row, "validation", "invalid", reasons))
+        self._fast_rejects(data_type, problems, update_records=False)
+        return skip
+
+    def _skip_known_records(
+        self,
+        data_type: str,
+        frame: pd.DataFrame,
+        positions: np.ndarray,
+        claim: np.ndarray,
+        index: LedgerIndex,
+    ) -> None:
         claimed = positions[claim]
         index.mark_seen(data_type, claimed)
         ids = index.registration_ids(claimed)
@@ -576,7 +618,6 @@ class _Preparer:
             rows[unchanged],
             np.full(int(unchanged.sum()), Action.UNCHANGED.value, dtype=object),
         )
-        return frame[~claim], source_hashes[~claim]
 
     def _fast_rejects(
         self, data_type: str, problems: list[Problem], *, update_records: bool
@@ -629,6 +670,11 @@ class _Preparer:
             )
             if reject.registration_id is not None:
                 rejected_ids.append(str(reject.registration_id))
+            found = problems[-1]
+            if not found.about_the_row and found.source_hash is not None:
+                self.fates[data_type].append(
+                    (found.source_hash, found.registration_id, found.reasons)
+                )
         self.invalid += len(problems)
         index.see(data_type, np.array(rejected_ids, dtype=object))
         self._problems(problems)
@@ -747,6 +793,20 @@ class _Preparer:
         writer.add(picked)
         return writer.close()
 
+    def _save_fates(self) -> None:
+        if self.run_id is None or self.sample:
+            return
+        started = time.perf_counter()
+        for data_type in self.mappings:
+            self.ledger.save_fates(
+                self.run_id,
+                self.name,
+                data_type,
+                self.fates.get(data_type, []),
+                replace=data_type in self.snapshot_types,
+            )
+        self._ledger_seconds += time.perf_counter() - started
+
     def _vanished(self, index: LedgerIndex) -> list[dict[str, Any]]:
         shown: list[dict[str, Any]] = []
         rows = []
@@ -754,22 +814,25 @@ class _Preparer:
             unseen = index.unseen([data_type])
             gone = unseen[unseen["accepted_hash"].notna().to_numpy()]
             self.plan_counts.vanished += len(gone)
+            previous = self.ledger.seen_run(self.name, data_type)
             for row in gone.itertuples(index=False):
+                already = not pd.isna(row.vanished_run_id)
+                stored = None if pd.isna(row.last_seen_run_id) else int(row.last_seen_run_id)
                 rows.append(
                     {
                         "data_type": row.data_type,
                         "registration_id": row.registration_id,
-                        "last_seen_run_id": None
-                        if pd.isna(row.last_seen_run_id)
-                        else int(row.last_seen_run_id),
-                        "gone_since_run_id": self.run_id
-                        if pd.isna(row.vanished_run_id)
-                        else int(row.vanished_run_id),
+                        "last_seen_run_id": stored
+                        if already
+                        else max((r for r in (stored, previous) if r is not None), default=None),
+                        "gone_since_run_id": int(row.vanished_run_id) if already else self.run_id,
                     }
                 )
             if self.run_id is not None:
                 started = time.perf_counter()
-                self.ledger.mark_seen(self.run_id, self.name, data_type, unseen)
+                self.ledger.mark_seen(
+                    self.run_id, self.name, data_type, unseen, index.returned(data_type)
+                )
                 self._ledger_seconds += time.perf_counter() - started
         if rows:
             self.report_dir.mkdir(parents=True, exist_ok=True)

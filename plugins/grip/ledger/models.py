@@ -130,10 +130,46 @@ class RecordRow(Base):
     first_pushed_at: Mapped[datetime | None]
     last_pushed_at: Mapped[datetime | None]
     last_run_id: Mapped[int | None] = mapped_column(sa.Integer)
+    # NOTE: last_seen_run_id is written when the record is, and when it vanishes; while
+    # vanished_run_id is null, the data type's latest whole read (grip_seen) saw it as well.
+    # Ledger.record() gives the effective value.
     last_seen_run_id: Mapped[int | None] = mapped_column(sa.Integer)
     vanished_run_id: Mapped[int | None] = mapped_column(sa.Integer)
     source_row: Mapped[int | None] = mapped_column(sa.BigInteger)
     source_hash: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class RowFateRow(Base):
+    """A source row validation set aside for a reason that is not its record's own.
+
+    A row without a registration_id, or repeating the id of an earlier row. Kept by the hash
+    of the source row, so that a sync can set it aside again without mapping it while it does
+    not change (a repeated id is checked again against the run's keys).
+    """
+
+    __tablename__ = "grip_row_fates"
+
+    integration: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    data_type: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    source_hash: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    registration_id: Mapped[str | None] = mapped_column(sa.String(255))
+    reasons: Mapped[str] = mapped_column(sa.Text)
+    run_id: Mapped[int | None] = mapped_column(sa.Integer)
+
+
+class SeenRow(Base):
+    """The last run that read the whole source of a data type (a snapshot, not a delta).
+
+    Every record of the data type that is not marked vanished was in the source of that run;
+    so a run that sees a million unchanged records writes one row here instead of a million.
+    """
+
+    __tablename__ = "grip_seen"
+
+    integration: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    data_type: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer)
+    seen_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 class RunRow(Base):

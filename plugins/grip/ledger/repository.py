@@ -24,11 +24,13 @@ from grip.ledger.models import (
     IntegrationRow,
     RecordOutcome,
     RecordRow,
+    RowFateRow,
     RunChunkRow,
     RunFileRow,
     RunProblemRow,
     RunRow,
     RunStatus,
+    SeenRow,
     Stage,
     WatermarkRow,
 )
@@ -46,6 +48,8 @@ _chunks = cast(sa.Table, RunChunkRow.__table__)
 _problems = cast(sa.Table, RunProblemRow.__table__)
 _files = cast(sa.Table, RunFileRow.__table__)
 _watermarks = cast(sa.Table, WatermarkRow.__table__)
+_fates = cast(sa.Table, RowFateRow.__table__)
+_seen = cast(sa.Table, SeenRow.__table__)
 
 STATE_COLUMNS = (
     "data_type",
@@ -866,6 +870,10 @@ class Ledger:
             return {}
         out = dict(row._mapping)
         out.pop("accepted_payload", None)
+        if out["vanished_run_id"] is None:
+            out["last_seen_run_id"] = _latest(
+                out["last_seen_run_id"], self.seen_run(integration, data_type)
+            )
         return out
 
     def refresh_unchanged(
@@ -900,50 +908,134 @@ class Ledger:
         with self._begin() as conn:
             conn.execute(stmt, params)
 
+    def load_fates(self, integration: str, data_types: Iterable[str]) -> pd.DataFrame:
+        """The source rows set aside for reasons not tied to a record (see RowFateRow)."""
+        import pandas as pd
+
+        f = _fates.c
+        stmt = sa.select(f.data_type, f.source_hash, f.registration_id, f.reasons).where(
+            f.integration == integration, f.data_type.in_(list(data_types))
+        )
+        with self._begin() as conn:
+            rows = conn.execute(stmt).all()
+        values = list(zip(*rows, strict=True)) if rows else [()] * 4
+        return pd.DataFrame(
+            {
+                "data_type": pd.array(list(values[0]), dtype="str"),
+                "source_hash": pd.array(list(values[1]), dtype="Int64"),
+                "registration_id": pd.array(list(values[2]), dtype="str"),
+                "reasons": pd.array(list(values[3]), dtype="str"),
+            }
+        )
+
+    def save_fates(
+        self,
+        run_id: int,
+        integration: str,
+        data_type: str,
+        fates: Sequence[tuple[int, str | None, str]],
+        *,
+        replace: bool,
+    ) -> None:
+        """Keep a run's ``(source_hash, registration_id, reasons)`` of set-aside rows.
+
+        With ``replace`` (the run read the whole source) they become the data type's only ones.
+        """
+        f = _fates.c
+        rows = {
+            digest: {
+                "integration": integration,
+                "data_type": data_type,
+                "source_hash": digest,
+                "registration_id": rid,
+                "reasons": reasons,
+                "run_id": run_id,
+            }
+            for digest, rid, reasons in fates
+        }
+        with self._begin() as conn:
+            if replace:
+                conn.execute(
+                    _fates.delete().where(f.integration == integration, f.data_type == data_type)
+                )
+            if rows:
+                conn.execute(
+                    self._upsert(
+                        _fates,
+                        keys=("integration", "data_type", "source_hash"),
+                        update=("registration_id", "reasons", "run_id"),
+                    ),
+                    list(rows.values()),
+                )
+
+    def seen_run(self, integration: str, data_type: str) -> int | None:
+        """The last run that read the whole source of the data type, if any."""
+        with self._begin() as conn:
+            return conn.execute(
+                sa.select(_seen.c.run_id).where(
+                    _seen.c.integration == integration, _seen.c.data_type == data_type
+                )
+            ).scalar()
+
     def mark_seen(
         self,
         run_id: int,
         integration: str,
         data_type: str,
-        vanished: pd.DataFrame,
+        unseen: pd.DataFrame,
+        returned: Sequence[str] = (),
     ) -> None:
-        """Record which of a data type's records the run saw in the source and which vanished.
+        """Record a whole read of a data type: what vanished, what came back, when it was read.
 
-        Every record of the data type is marked as seen by ``run_id`` except those in
-        ``vanished`` (columns ``registration_id``, ``last_seen_run_id``, ``vanished_run_id`` as
-        loaded by :meth:`load_state`), which keep their last sighting and get the first run
-        that missed them. Vanished records are never deleted.
+        Args:
+            run_id: the run that read the whole source.
+            integration: the integration.
+            data_type: the data type read.
+            unseen: the ledger's records of the data type the run did not see (columns of
+                :meth:`load_state`): they get the first run that missed them and keep their
+                last sighting. Vanished records are never deleted.
+            returned: registration ids of vanished records that are in the source again.
+
+        The records the run saw are not written one by one: the data type's row in
+        ``grip_seen`` says they were there (see :meth:`record`).
         """
         r = _records.c
-        restore = [
+        previous = self.seen_run(integration, data_type)
+        gone = [
             {
                 "b_id": str(row.registration_id),
-                "b_seen": None if _missing(row.last_seen_run_id) else int(row.last_seen_run_id),
-                "b_gone": run_id if _missing(row.vanished_run_id) else int(row.vanished_run_id),
+                "b_seen": _latest(row.last_seen_run_id, previous),
+                "b_gone": run_id,
             }
-            for row in vanished.itertuples(index=False)
+            for row in unseen.itertuples(index=False)
+            if _missing(row.vanished_run_id)
         ]
-        with self._begin() as conn:
-            conn.execute(
-                _records.update()
-                .where(r.integration == integration, r.data_type == data_type)
-                .values(last_seen_run_id=run_id, vanished_run_id=None)
+        back = [{"b_id": str(rid), "b_seen": run_id, "b_gone": None} for rid in returned]
+        stmt = (
+            _records.update()
+            .where(
+                r.integration == integration,
+                r.data_type == data_type,
+                r.registration_id == sa.bindparam("b_id"),
             )
-            if restore:
-                stmt = (
-                    _records.update()
-                    .where(
-                        r.integration == integration,
-                        r.data_type == data_type,
-                        r.registration_id == sa.bindparam("b_id"),
-                    )
-                    .values(
-                        last_seen_run_id=sa.bindparam("b_seen"),
-                        vanished_run_id=sa.bindparam("b_gone"),
-                    )
-                )
-                for start in range(0, len(restore), _BATCH * 10):
-                    conn.execute(stmt, restore[start : start + _BATCH * 10])
+            .values(last_seen_run_id=sa.bindparam("b_seen"), vanished_run_id=sa.bindparam("b_gone"))
+        )
+        with self._begin() as conn:
+            if gone or back:
+                conn.execute(stmt, gone + back)
+            conn.execute(
+                self._upsert(
+                    _seen, keys=("integration", "data_type"), update=("run_id", "seen_at")
+                ),
+                [
+                    {
+                        "integration": integration,
+                        "data_type": data_type,
+                        "run_id": run_id,
+                        "seen_at": now(),
+                    }
+                ],
+            )
 
     def record_counts(self, integration: str) -> dict[str, dict[str, int]]:
         """Count an integration's records by data type and last outcome (``vanished`` apart)."""
@@ -1063,6 +1155,8 @@ class Ledger:
                 _problems,
                 _files,
                 _watermarks,
+                _fates,
+                _seen,
             ):
                 rows = conn.execute(sa.select(table)).all()
                 out[table.name] = sorted((tuple(row) for row in rows), key=repr)
@@ -1216,6 +1310,11 @@ def _state_dtype(name: str) -> Any:
     if name.endswith("_run_id") or name == "source_hash":
         return pd.Int64Dtype()
     return pd.ArrowDtype(pa.string())
+
+
+def _latest(*run_ids: Any) -> int | None:
+    known = [int(v) for v in run_ids if not _missing(v)]
+    return max(known) if known else None
 
 
 def _missing(value: Any) -> bool:
