@@ -17,6 +17,10 @@ every other row is valid (:meth:`DemoData.valid_keys`).
     python scripts/demo_data.py                  # var/demo/partner.sqlite and var/demo/drop/
     python scripts/demo_data.py --postgres-seed include/demo/partner.sql
 
+The docker stack (docker-compose.yaml) seeds its partner PostgreSQL from include/demo/partner.sql
+and mounts var/demo/drop/: both are committed, and tests/integration/test_demo_data.py fails when
+they differ from what this module makes.
+
 Files are written to a temporary name and renamed, so a reader never sees half a file.
 """
 
@@ -273,6 +277,31 @@ def write_demo(folder: Path, data: DemoData | None = None) -> dict[str, Path]:
         "exhibitors": exhibitor_csv,
         "representatives": representative_csv,
     }
+
+
+def integration_copy(drop: Path, folder: Path, name: str = "demo") -> Path:
+    """Write a copy of an integration file that reads its CSV drop from ``drop``.
+
+    The repository's ``include/integrations/demo.yaml`` names the drop relative to itself
+    (``var/demo/drop``); a run whose demo data lies elsewhere uses this copy, whose mapping and
+    drop paths are absolute. Returns the copy's path (``folder/<name>.yaml``).
+    """
+    import yaml
+
+    source = ROOT / "include" / "integrations" / f"{name}.yaml"
+    spec = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for data_type in spec["data_types"].values():
+        data_type["mapping"] = str((source.parent / data_type["mapping"]).resolve())
+        if data_type["source"].get("kind") == "file":
+            data_type["source"]["path"] = str(drop)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    target.write_text(
+        f"# A copy of {source.relative_to(ROOT)} that reads the drop from {drop}.\n"
+        + yaml.safe_dump(spec, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

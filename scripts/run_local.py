@@ -236,7 +236,10 @@ class LocalRun:
             f"in {_show(paths['drop'])}/"
         )
         if s.var_dir != ROOT / "var":
-            self.integrations_dir = _relocated_integration(s.demo / "drop", s.local)
+            # The repository's demo.yaml reads var/demo/drop: give the DAGs a copy that reads
+            # this run's drop instead.
+            copy = demo_data.integration_copy(s.demo / "drop", s.local / "integrations")
+            self.integrations_dir = copy.parent
 
     def start_sandbox(self) -> None:
         s = self.settings
@@ -673,30 +676,6 @@ def _refuse_if_running(state_file: Path) -> None:
             f"another make run (pid {pid}) uses {state_file.parent}; stop it with Ctrl-C there, "
             f"or: kill -INT {pid}"
         )
-
-
-def _relocated_integration(drop: Path, local: Path) -> Path:
-    """A copy of the demo integration file that reads the drop from ``drop``.
-
-    The repository's file names the drop relative to itself (``var/demo/drop``); a run whose
-    var folder lies elsewhere gets a copy with absolute paths in ``<local>/integrations``.
-    """
-    import yaml
-
-    source = ROOT / "include" / "integrations" / f"{INTEGRATION}.yaml"
-    spec = yaml.safe_load(source.read_text(encoding="utf-8"))
-    for data_type in spec["data_types"].values():
-        data_type["mapping"] = str((source.parent / data_type["mapping"]).resolve())
-        if data_type["source"].get("kind") == "file":
-            data_type["source"]["path"] = str(drop)
-    folder = local / "integrations"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / source.name).write_text(
-        f"# Copy of {source.relative_to(ROOT)} reading the drop from {drop}; made by make run.\n"
-        + yaml.safe_dump(spec, allow_unicode=True, sort_keys=False),
-        encoding="utf-8",
-    )
-    return folder
 
 
 def _top_reasons(report_dir: Path, limit: int = 5) -> list[tuple[str, int]]:
