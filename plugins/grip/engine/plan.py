@@ -63,6 +63,8 @@ class LedgerIndex:
         empty: dict[str, list[Any]] = {name: [] for name in names}
         self.fates = fates.reset_index(drop=True) if fates is not None else pd.DataFrame(empty)
         self._fate_index: dict[str, tuple[pd.Index, np.ndarray]] = {}
+        self._fate_ids: np.ndarray | None = None
+        self._fate_reasons: np.ndarray | None = None
         self._index: dict[str, pd.Index] = {}
         self._rows: dict[str, np.ndarray] = {}
         self._seen: dict[str, np.ndarray] = {}
@@ -168,10 +170,17 @@ class LedgerIndex:
         out[local >= 0] = rows[local[local >= 0]]
         return out
 
-    def fate(self, position: int) -> tuple[str | None, str]:
-        """The registration id (None if the row had none) and reasons of a set-aside row."""
-        rid = self.fates["registration_id"].iloc[position]
-        return (None if pd.isna(rid) else str(rid)), str(self.fates["reasons"].iloc[position])
+    def fate_ids(self, positions: np.ndarray) -> np.ndarray:
+        """The registration ids (None where the row had none) of set-aside rows."""
+        if self._fate_ids is None:
+            self._fate_ids = _text(self.fates["registration_id"])
+        return self._fate_ids[positions]
+
+    def fate_reasons(self, positions: np.ndarray) -> np.ndarray:
+        """The reasons of set-aside rows."""
+        if self._fate_reasons is None:
+            self._fate_reasons = _text(self.fates["reasons"])
+        return self._fate_reasons[positions]
 
     def mark_seen(self, data_type: str, positions: np.ndarray) -> None:
         """Mark ledger rows (positions in :attr:`state`) as seen in the source by this run."""

@@ -566,19 +566,29 @@ class _Preparer:
         """Set aside again rows set aside before for reasons not tied to a record."""
         fates = np.full(len(frame), -1, dtype=np.int64)
         fates[candidates] = index.fate_positions(data_type, source_hashes[candidates])
+        found = np.flatnonzero(fates >= 0)
         skip = np.zeros(len(frame), dtype=bool)
+        if not len(found):
+            return skip
+        ids = index.fate_ids(fates[found])
+        reasons = index.fate_reasons(fates[found]).copy()
+        rows = np.asarray(frame.index[found], dtype=np.int64)
+        keyed = np.array([rid is not None for rid in ids], dtype=bool)
+        # a repeated id is rejected again only while the row it repeats is in this run
+        repeats = np.array([rid is not None and rid in self.key_set for rid in ids], dtype=bool)
+        if repeats.any():
+            fresh = self.key_set.claim(pd.Series(ids[repeats], index=rows[repeats]), data_type)
+            reasons[repeats] = [fresh[int(row)] for row in rows[repeats]]
+        again = ~keyed | repeats
+        skip[found[again]] = True
+        self.fast_rows += int(again.sum())
+        hashes = source_hashes[found[again]]
         problems = []
-        for i in np.flatnonzero(fates >= 0):
-            rid, reasons = index.fate(int(fates[i]))
-            row = int(frame.index[i])
-            if rid is not None:
-                if rid not in self.key_set:
-                    continue  # the row it repeated is gone: validation decides afresh
-                reasons = self.key_set.claim(pd.Series([rid], index=[row]), data_type)[row]
-            skip[i] = True
-            self.fast_rows += 1
-            self.fates[data_type].append((int(source_hashes[i]), rid, reasons))
-            problems.append(Problem(data_type, rid, row, "validation", "invalid", reasons))
+        for digest, rid, row, reason in zip(
+            hashes, ids[again], rows[again], reasons[again], strict=True
+        ):
+            self.fates[data_type].append((int(digest), rid, str(reason)))
+            problems.append(Problem(data_type, rid, int(row), "validation", "invalid", str(reason)))
         self._fast_rejects(data_type, problems, update_records=False)
         return skip
 
