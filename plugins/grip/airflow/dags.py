@@ -203,6 +203,9 @@ def build_onboarding(integration: Integration, callbacks: Sequence[FailureCallba
             subject=f"Grip sample of {spec.event or name}: approve the full import?",
             body="{{ ti.xcom_pull(task_ids='push_sample')['review'] }}",
             fingerprint="{{ ti.xcom_pull(task_ids='push_sample')['fingerprint'] }}",
+            # NOTE: a rejection must skip finish_full and go_live too, whose trigger rules would
+            # otherwise run them (and fail them) once the full import's plan is skipped
+            ignore_downstream_trigger_rules=True,
             params={
                 "comment": Param(
                     "",
