@@ -150,7 +150,6 @@ def push(path: str, run_id: int, chunk_no: int) -> dict[str, Any]:
 
 def finish(path: str, run_id: int, *, read_back: bool = False) -> dict[str, Any]:
     """Close a run: totals, status, the integration's stage and the report files."""
-    from grip.report import approval_markdown
     from grip.sync import finish_run
 
     integration = load_integration(path)
@@ -168,9 +167,21 @@ def finish(path: str, run_id: int, *, read_back: bool = False) -> dict[str, Any]
         "report_dir": report.report_dir,
     }
     if report.stage == "sample":
-        result["review"] = approval_markdown(report)
+        result["review"] = review_markdown(report)
         result["fingerprint"] = report.fingerprint
     return result
+
+
+def review_markdown(report: RunReport) -> str:
+    """The approval page's body: the sample report with, under its title, where the full one is."""
+    from grip.report import approval_markdown
+
+    body = approval_markdown(report)
+    if not report.report_dir:
+        return body
+    title, _, rest = body.partition("\n\n")
+    where = f"Full report, with every reject and the Data Docs: `{report.report_dir}`"
+    return f"{title}\n\n{where}\n\n{rest}"
 
 
 def _log_report(report: RunReport) -> None:
