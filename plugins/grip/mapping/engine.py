@@ -103,9 +103,7 @@ class _Problems:
         self.by_position: dict[int, list[str]] = {}
 
     def add_flag(self, flag: Flag, target: str) -> None:
-        for position, value in zip(flag.positions.tolist(), flag.values, strict=True):
-            message = flag.message.format(value=repr(value))
-            self.by_position.setdefault(position, []).append(f"{flag.rule}: {target}: {message}")
+        _add_reasons(self.by_position, flag.positions, flag, target)
 
     def add(self, positions: Iterable[int], reasons: Iterable[list[str]]) -> None:
         for position, found in zip(positions, reasons, strict=True):
@@ -269,11 +267,11 @@ class Mapper:
             if meta.required:
                 required[key] = fragment
             if self.model.send_empty:
-                fragment = pc.fill_null(fragment, lit(_key(key) + "[]"))
+                fragment = pc.fill_null(fragment, lit(_member_start(key) + "[]"))
             members.append(fragment)
         if not members:
             return None, bits, required
-        return obj(members, _key("metadata_raw") + "{", "}"), bits, required
+        return obj(members, _member_start("metadata_raw") + "{", "}"), bits, required
 
     def _metadata_value(
         self,
@@ -286,7 +284,9 @@ class Mapper:
         target = f"metadata_raw.{key}"
         if meta.const is not None:
             lang = meta.language or self.spec.default_language
-            fragment = Values.constant(_key(key) + constant([{lang: meta.const}]), count).rows()
+            fragment = Values.constant(
+                _member_start(key) + constant([{lang: meta.const}]), count
+            ).rows()
             return fragment, np.full(count, self._bits[lang], dtype=np.int64)
         if meta.languages is not None and meta.split is not None:
             return self._metadata_zipped(key, meta, text, problems)
@@ -300,7 +300,7 @@ class Mapper:
                 values = self._chain(text[meta.languages[lang]], meta.transforms, target, problems)
                 bits |= np.where(values.spread(is_present(values.target)), self._bits[lang], 0)
                 parts.append(values.replace(json_member(lang, values.target)).rows())
-            return obj(parts, _key(key) + "[{", "}]"), bits
+            return obj(parts, _member_start(key) + "[{", "}]"), bits
 
         lang = meta.language or self.spec.default_language
         columns = [meta.column] if meta.column else list(meta.columns or [])
@@ -310,7 +310,7 @@ class Mapper:
             values = self._chain(text[column], meta.transforms, target, problems)
             bits |= np.where(values.spread(is_present(values.target)), self._bits[lang], 0)
             items.append(values.map(lambda t: wrap(start, json_strings(t), "}")).rows())
-        return obj(items, _key(key) + "[", "]"), bits
+        return obj(items, _member_start(key) + "[", "]"), bits
 
     def _metadata_items(
         self, key: str, meta: MetadataSpec, values: Values, problems: _Problems
@@ -358,7 +358,7 @@ class Mapper:
         joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), kept), lit(","))
         per_distinct = pc.if_else(pa.array(counts > 0), joined, pa.scalar(None, TEXT))
         per_distinct = pc.binary_join_element_wise(
-            lit(_key(key) + "["), per_distinct, lit("]"), lit("")
+            lit(_member_start(key) + "["), per_distinct, lit("]"), lit("")
         )
         distinct_bits = np.zeros(len(distinct), dtype=np.int64)
         for bit in self._bits.values():
@@ -447,7 +447,7 @@ class Mapper:
                 value_list.append(value)
                 for lang in value:
                     combo_bits[number] |= self._bits[lang]
-            fragments.append(_key(key) + constant(value_list) if value_list else None)
+            fragments.append(_member_start(key) + constant(value_list) if value_list else None)
         if combo_reasons:
             bad = np.flatnonzero(np.isin(row_combo, np.fromiter(combo_reasons, dtype=np.int64)))
             problems.add(bad.tolist(), [combo_reasons[c] for c in row_combo[bad].tolist()])
@@ -543,7 +543,7 @@ def _filter_mask(item: FilterSpec, values: Text) -> np.ndarray:
     return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _key(name: str) -> str:
+def _member_start(name: str) -> str:
     return constant(name) + ":"
 
 
