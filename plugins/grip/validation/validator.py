@@ -60,7 +60,8 @@ class KeySet:
 
     Grip keys profiles by ``registration_id`` within the application, so a key must appear once
     in a run, whatever the data type. Keep one KeySet per run and pass it to every Validator
-    of the run; the first row with a key goes on and later ones are rejected.
+    of the run; the first row with a key goes on and later ones are rejected (also when the
+    first was itself rejected for another reason: which of them is right cannot be told).
 
     NOTE: the ids are kept in memory (about 100 bytes each); a run of ten million rows needs
     about 1 GB for them.
