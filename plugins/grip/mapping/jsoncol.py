@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grip.mapping.transforms import TEXT, Text, lit
+from grip.mapping.transforms import TEXT, Text, chunked, lit
 
 _encode_string = json.encoder.encode_basestring
 _QUOTE, _BACKSLASH, _FIRST_PRINTABLE = 0x22, 0x5C, 0x20
@@ -38,13 +38,13 @@ def json_member(key: str | None, values: Text) -> Text:
     quoted = pc.binary_join_element_wise(lit(prefix), values, lit('"'), lit(""))
     rows = _rows_to_escape(values)
     if not len(rows):
-        return _chunked(quoted)
+        return chunked(quoted)
     raw = pc.take(values, pa.array(rows)).to_pylist()
     escaped = pa.array([prefix[:-1] + _encode_string(text) for text in raw], type=TEXT)
     mask = np.zeros(len(values), dtype=bool)
     mask[rows] = True
     combined = quoted.combine_chunks() if isinstance(quoted, pa.ChunkedArray) else quoted
-    return _chunked(pc.replace_with_mask(combined, pa.array(mask), escaped))
+    return chunked(pc.replace_with_mask(combined, pa.array(mask), escaped))
 
 
 def _rows_to_escape(values: Text) -> np.ndarray:
@@ -74,7 +74,7 @@ def _rows_to_escape(values: Text) -> np.ndarray:
 
 def wrap(start: str, values: Text, end: str) -> Text:
     """``start + value + end`` where there is a value; null stays null."""
-    return _chunked(pc.binary_join_element_wise(lit(start), values, lit(end), lit("")))
+    return chunked(pc.binary_join_element_wise(lit(start), values, lit(end), lit("")))
 
 
 def obj(members: list[Part], start: str = "{", end: str = "}") -> Text:
@@ -94,13 +94,9 @@ def obj(members: list[Part], start: str = "{", end: str = "}") -> Text:
     inner = pc.binary_join_element_wise(*parts, lit(","), null_handling="skip")
     if not always:
         inner = null_if(inner, "")
-    return wrap(start, _chunked(inner), end)
+    return wrap(start, chunked(inner), end)
 
 
 def null_if(values: Text, empty_text: str) -> Text:
     """Null where the text equals ``empty_text`` (for example an object with no members)."""
     return pc.if_else(pc.equal(values, lit(empty_text)), pa.scalar(None, TEXT), values)
-
-
-def _chunked(array: pa.Array | pa.ChunkedArray) -> Text:
-    return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array], type=TEXT)

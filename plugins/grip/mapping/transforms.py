@@ -45,19 +45,19 @@ def to_text(series: pd.Series) -> Text:
     dtype = series.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         data = series.array._pa_array
-        return _chunked(data.cast(TEXT) if data.type != TEXT else data)
+        return chunked(data.cast(TEXT) if data.type != TEXT else data)
     if pd.api.types.is_bool_dtype(dtype):
         values = series.astype("boolean")
         mapped = values.map({True: "true", False: "false"}, na_action="ignore")
-        return _chunked(pa.array(mapped.to_numpy(dtype=object), type=TEXT, from_pandas=True))
+        return chunked(pa.array(mapped.to_numpy(dtype=object), type=TEXT, from_pandas=True))
     if pd.api.types.is_float_dtype(dtype):
         floats = pd.to_numeric(series, errors="coerce").astype("Float64")
         finite = floats.dropna()
         if len(finite) and bool((finite == finite.round()).all()) and finite.abs().max() < 2**53:
-            return _chunked(pa.array(floats.astype("Int64"), from_pandas=True).cast(TEXT))
-        return _chunked(pa.array(floats, from_pandas=True).cast(TEXT))
+            return chunked(pa.array(floats.astype("Int64"), from_pandas=True).cast(TEXT))
+        return chunked(pa.array(floats, from_pandas=True).cast(TEXT))
     if pd.api.types.is_datetime64_any_dtype(dtype):
-        return _chunked(_timestamps_text(pa.array(series, from_pandas=True)))
+        return chunked(_timestamps_text(pa.array(series, from_pandas=True)))
     try:
         array = pa.array(series, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -65,7 +65,7 @@ def to_text(series: pd.Series) -> Text:
         array = pa.array(texts, type=TEXT, from_pandas=True)
     if pa.types.is_timestamp(array.type):
         array = _timestamps_text(array)
-    return _chunked(array.cast(TEXT))
+    return chunked(array.cast(TEXT))
 
 
 def _timestamps_text(stamps: pa.Array) -> pa.Array:
@@ -73,7 +73,8 @@ def _timestamps_text(stamps: pa.Array) -> pa.Array:
     return pc.strftime(seconds, format="%Y-%m-%d %H:%M:%S").cast(TEXT)
 
 
-def _chunked(array: pa.Array | pa.ChunkedArray) -> Text:
+def chunked(array: pa.Array | pa.ChunkedArray) -> Text:
+    """The array as a chunked array (the form every function here returns)."""
     if isinstance(array, pa.ChunkedArray):
         return array
     return pa.chunked_array([array], type=array.type)
