@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from grip.ledger.models import HOLDS_ACCEPTED
 from grip.ledger.repository import DUPLICATE_RULE
@@ -52,9 +53,12 @@ class LedgerIndex:
 
     Args:
         state: the frame of :meth:`grip.ledger.Ledger.load_state` (one row per record).
+        fates: the frame of :meth:`grip.ledger.Ledger.load_fates`, for a sync's fast path.
 
-    Looking up a chunk costs a hash probe per row; the index of each data type is built once.
-    The index also remembers which records the run has seen, for :meth:`vanished`.
+    Columns stay in Arrow form; Python objects are made only for the rows a run asks about,
+    and each data type's index of registration ids is built the first time it is needed. The
+    index also remembers which records the run has seen, for :meth:`vanished`, and which
+    source row claimed each record on the fast path (:meth:`claimed_by`).
     """
 
     def __init__(self, state: pd.DataFrame, fates: pd.DataFrame | None = None):
@@ -63,49 +67,74 @@ class LedgerIndex:
         empty: dict[str, list[Any]] = {name: [] for name in names}
         self.fates = fates.reset_index(drop=True) if fates is not None else pd.DataFrame(empty)
         self._fate_index: dict[str, tuple[pd.Index, np.ndarray]] = {}
-        self._fate_ids: np.ndarray | None = None
-        self._fate_reasons: np.ndarray | None = None
+        self._arrow: dict[str, pa.Array] = {}
         self._index: dict[str, pd.Index] = {}
         self._rows: dict[str, np.ndarray] = {}
         self._seen: dict[str, np.ndarray] = {}
-        data_types = self.state["data_type"].astype(object).to_numpy()
-        for data_type in pd.unique(data_types):
-            rows = np.flatnonzero(data_types == data_type)
-            ids = self.state["registration_id"].iloc[rows]
-            self._index[str(data_type)] = pd.Index(ids.astype(TEXT).to_numpy(), dtype=TEXT)
+        self._fast: dict[str, tuple[pd.Index, np.ndarray]] = {}
+        types = self._column("data_type")
+        for data_type in pc.unique(types).to_pylist():
+            mask = pc.fill_null(pc.equal(types, data_type), False)
+            rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
             self._rows[str(data_type)] = rows
             self._seen[str(data_type)] = np.zeros(len(rows), dtype=bool)
-        self._accepted = _text(self.state["accepted_hash"])
-        self._sent = _text(self.state["sent_hash"])
-        self._outcome = _text(self.state["last_outcome"])
-        self._ids = _text(self.state["registration_id"])
-        self._reason = (
-            _text(self.state["last_reason"])
-            if "last_reason" in self.state
-            else np.full(len(self.state), None, dtype=object)
-        )
-        source = self.state.get("source_hash")
-        if source is None:
-            self._source = np.zeros(len(self.state), dtype=np.int64)
-            self._has_source = np.zeros(len(self.state), dtype=bool)
-        else:
+        self._claimed_by = np.full(len(self.state), -1, dtype=np.int64)
+        if "source_hash" in self.state:
+            source = self.state["source_hash"]
             self._has_source = source.notna().to_numpy()
             self._source = source.astype("Int64").to_numpy(dtype=np.int64, na_value=0)
-        self._fast: dict[str, tuple[pd.Index, np.ndarray]] = {}
+        else:
+            self._has_source = np.zeros(len(self.state), dtype=bool)
+            self._source = np.zeros(len(self.state), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.state)
 
-    def positions(self, data_type: str, registration_ids: pd.Series | np.ndarray) -> np.ndarray:
-        """Return each id's row in :attr:`state`, or -1 when the ledger does not know it."""
-        index = self._index.get(data_type)
-        if index is None:
+    def _column(self, name: str, frame: pd.DataFrame | None = None) -> pa.Array:
+        """A text column as one Arrow array (nulls where the ledger has none)."""
+        frame = self.state if frame is None else frame
+        key = name if frame is self.state else f"fates.{name}"
+        if key not in self._arrow:
+            if name not in frame:
+                array = pa.nulls(len(frame), pa.string())
+            else:
+                array = pa.array(frame[name].astype(TEXT).array)
+                if isinstance(array, pa.ChunkedArray):
+                    array = array.combine_chunks()
+            self._arrow[key] = array
+        return self._arrow[key]
+
+    def _take(self, name: str, positions: np.ndarray) -> np.ndarray:
+        """Values of a text column at ledger rows, as Python objects (None for -1 or null)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        known = positions >= 0
+        if not known.any():
+            return np.full(len(positions), None, dtype=object)
+        taken = self._column(name).take(pa.array(np.where(known, positions, 0)))
+        out = np.asarray(taken.to_pylist(), dtype=object)
+        out[~known] = None
+        return out
+
+    def positions(
+        self, data_type: str, registration_ids: pd.Series | np.ndarray, *, mark: bool = True
+    ) -> np.ndarray:
+        """Return each id's row in :attr:`state`, or -1 when the ledger does not know it.
+
+        Marks the records found as seen by this run, unless ``mark`` is False.
+        """
+        rows = self._rows.get(data_type)
+        if rows is None or not len(registration_ids):
             return np.full(len(registration_ids), -1, dtype=np.int64)
+        if data_type not in self._index:
+            ids = self._column("registration_id").take(pa.array(rows))
+            self._index[data_type] = pd.Index(pd.array(ids, dtype=TEXT))
+        index = self._index[data_type]
         local = index.get_indexer(pd.Index(np.asarray(registration_ids, dtype=object), dtype=TEXT))
         found = local >= 0
-        self._seen[data_type][local[found]] = True
+        if mark:
+            self._seen[data_type][local[found]] = True
         out = np.full(len(local), -1, dtype=np.int64)
-        out[found] = self._rows[data_type][local[found]]
+        out[found] = rows[local[found]]
         return out
 
     def classify(
@@ -115,8 +144,17 @@ class LedgerIndex:
 
         Marks the records as seen by this run.
         """
-        pos = self.positions(data_type, registration_ids)
-        return classify_against(pos, hashes, self._accepted, self._sent, self._outcome)
+        return self.classify_positions(self.positions(data_type, registration_ids), hashes)
+
+    def classify_positions(self, positions: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Classify records whose ledger rows are known (from :meth:`positions`)."""
+        return decide(
+            positions >= 0,
+            hashes,
+            self._take("accepted_hash", positions),
+            self._take("sent_hash", positions),
+            self._take("last_outcome", positions),
+        )
 
     def fast_positions(self, data_type: str, source_hashes: np.ndarray) -> np.ndarray:
         """Return the ledger row of each source row whose fate is known already, else -1.
@@ -141,13 +179,19 @@ class LedgerIndex:
 
     def _build_fast(self, data_type: str) -> tuple[pd.Index, np.ndarray]:
         rows = self._rows.get(data_type, np.array([], dtype=np.int64))
-        outcome = self._outcome[rows]
-        holds = np.isin(outcome, list(HOLDS_ACCEPTED)) & pd.notna(self._accepted[rows])
-        reasons = self._reason[rows]
-        invalid = (outcome == "invalid") & np.array(
-            [r is not None and DUPLICATE_RULE not in r for r in reasons], dtype=bool
+        taken = pa.array(rows, type=pa.int64())
+        outcome = self._column("last_outcome").take(taken)
+        reason = self._column("last_reason").take(taken)
+        holds = pc.and_(
+            pc.fill_null(pc.is_in(outcome, pa.array(list(HOLDS_ACCEPTED))), False),
+            pc.is_valid(self._column("accepted_hash").take(taken)),
         )
-        rows = rows[(holds | invalid) & self._has_source[rows]]
+        invalid = pc.and_(
+            pc.fill_null(pc.equal(outcome, "invalid"), False),
+            pc.fill_null(pc.invert(pc.match_substring(reason, DUPLICATE_RULE)), False),
+        )
+        eligible = pc.or_(holds, invalid).to_numpy(zero_copy_only=False)
+        rows = rows[eligible & self._has_source[rows]]
         hashes = pd.Index(self._source[rows])
         # NOTE: a hash shared by two records cannot tell them apart: both take the full path
         unique = ~hashes.duplicated(keep=False)
@@ -172,24 +216,38 @@ class LedgerIndex:
 
     def fate_ids(self, positions: np.ndarray) -> np.ndarray:
         """The registration ids (None where the row had none) of set-aside rows."""
-        if self._fate_ids is None:
-            self._fate_ids = _text(self.fates["registration_id"])
-        return self._fate_ids[positions]
+        taken = self._column("registration_id", self.fates).take(pa.array(positions))
+        return np.asarray(taken.to_pylist(), dtype=object)
 
     def fate_reasons(self, positions: np.ndarray) -> np.ndarray:
         """The reasons of set-aside rows."""
-        if self._fate_reasons is None:
-            self._fate_reasons = _text(self.fates["reasons"])
-        return self._fate_reasons[positions]
+        taken = self._column("reasons", self.fates).take(pa.array(positions))
+        return np.asarray(taken.to_pylist(), dtype=object)
 
-    def mark_seen(self, data_type: str, positions: np.ndarray) -> None:
-        """Mark ledger rows (positions in :attr:`state`) as seen in the source by this run."""
+    def mark_seen(
+        self, data_type: str, positions: np.ndarray, source_rows: np.ndarray | None = None
+    ) -> None:
+        """Mark ledger rows (positions in :attr:`state`) as seen in the source by this run.
+
+        ``source_rows`` are the rows that claimed them (see :meth:`claimed_by`).
+        """
         rows = self._rows[data_type]
         self._seen[data_type][np.searchsorted(rows, positions)] = True
+        if source_rows is not None:
+            self._claimed_by[positions] = source_rows
+
+    def seen_mask(self, data_type: str, positions: np.ndarray) -> np.ndarray:
+        """Whether each ledger row (position in :attr:`state`) was seen already by this run."""
+        rows = self._rows[data_type]
+        return self._seen[data_type][np.searchsorted(rows, positions)]
+
+    def claimed_by(self, positions: np.ndarray) -> np.ndarray:
+        """The source row that claimed each ledger row on the fast path (-1: none)."""
+        return self._claimed_by[positions]
 
     def registration_ids(self, positions: np.ndarray) -> np.ndarray:
         """The registration ids of ledger rows."""
-        return self._ids[positions]
+        return self._take("registration_id", positions)
 
     def source_hashes(self, positions: np.ndarray) -> np.ndarray:
         """The stored source hash of ledger rows (None where a row has none or is -1)."""
@@ -201,24 +259,11 @@ class LedgerIndex:
 
     def reasons(self, positions: np.ndarray) -> np.ndarray:
         """The last reason of ledger rows."""
-        return self._reason[positions]
+        return self._take("last_reason", positions)
 
     def outcomes(self, positions: np.ndarray) -> np.ndarray:
         """The last outcome of ledger rows (None for -1)."""
-        return _pick(positions >= 0, self._outcome, np.where(positions >= 0, positions, 0))
-
-    def seen_mask(self, data_type: str, positions: np.ndarray) -> np.ndarray:
-        """Whether each ledger row (position in :attr:`state`) was seen already by this run."""
-        rows = self._rows[data_type]
-        return self._seen[data_type][np.searchsorted(rows, positions)]
-
-    def classify_positions(self, positions: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Classify records whose ledger rows are known (from :meth:`positions`)."""
-        return classify_against(positions, hashes, self._accepted, self._sent, self._outcome)
-
-    def accepted_hash(self, position: int) -> str | None:
-        value = self._accepted[position]
-        return None if value is None else str(value)
+        return self._take("last_outcome", positions)
 
     def see(self, data_type: str, registration_ids: pd.Series | np.ndarray) -> None:
         """Note records the source holds that are not planned (rejected by validation)."""
@@ -240,10 +285,10 @@ class LedgerIndex:
         rows = self._rows.get(data_type)
         if rows is None:
             return []
-        back = rows[
-            self._seen[data_type] & self.state["vanished_run_id"].iloc[rows].notna().to_numpy()
+        gone = self.state["vanished_run_id"].iloc[rows].notna().to_numpy()
+        return [
+            str(rid) for rid in self._take("registration_id", rows[self._seen[data_type] & gone])
         ]
-        return [str(rid) for rid in self._ids[back]]
 
     def vanished(self, data_types: Iterable[str]) -> pd.DataFrame:
         """Records of ``data_types`` that Grip holds but that the run did not see in the source."""
@@ -262,7 +307,28 @@ def classify_against(
     sent: np.ndarray,
     outcome: np.ndarray,
 ) -> np.ndarray:
-    """Classify records from their ledger positions (-1: unknown) and the ledger's columns.
+    """Classify records from their ledger positions (-1: unknown) and whole ledger columns."""
+    known = positions >= 0
+    safe = np.where(known, positions, 0)
+    if len(accepted) == 0:
+        return np.full(len(positions), Action.NEW.value, dtype=object)
+    return decide(
+        known,
+        hashes,
+        _pick(known, accepted, safe),
+        _pick(known, sent, safe),
+        _pick(known, outcome, safe),
+    )
+
+
+def decide(
+    known: np.ndarray,
+    hashes: np.ndarray,
+    accepted: np.ndarray,
+    sent: np.ndarray,
+    outcome: np.ndarray,
+) -> np.ndarray:
+    """Classify records from the ledger's values for each (None where the ledger has none).
 
     The rules, first match wins:
 
@@ -273,24 +339,16 @@ def classify_against(
     5. never accepted but refused in another form: ``changed`` (new content, worth a try);
     6. otherwise the content differs from what Grip accepted: ``changed``.
     """
-    n = len(positions)
-    known = positions >= 0
-    safe = np.where(known, positions, 0)
-    if len(accepted) == 0:
-        return np.full(n, Action.NEW.value, dtype=object)
-    acc = _pick(known, accepted, safe)
-    snt = _pick(known, sent, safe)
-    out = _pick(known, outcome, safe)
     hashes = np.asarray(hashes, dtype=object)
-    never_accepted = pd.isna(acc)
-    never_sent = pd.isna(snt)
-    same_accepted = ~never_accepted & (acc == hashes)
-    same_sent = ~never_sent & (snt == hashes)
+    never_accepted = pd.isna(accepted)
+    never_sent = pd.isna(sent)
+    same_accepted = ~never_accepted & (accepted == hashes)
+    same_sent = ~never_sent & (sent == hashes)
     conditions = [
         ~known | (never_accepted & never_sent),
-        out == "failed",
+        outcome == "failed",
         same_accepted,
-        (out == "rejected") & same_sent,
+        (outcome == "rejected") & same_sent,
     ]
     choices = [Action.NEW.value, Action.RETRY.value, Action.UNCHANGED.value, Action.HELD.value]
     return np.select(conditions, choices, default=Action.CHANGED.value).astype(object)

@@ -255,6 +255,7 @@ class _Preparer:
         self.fast_path = stage == "sync"
         self.fast_rows = 0
         self.fates: defaultdict[str, list[tuple[int, str | None, str]]] = defaultdict(list)
+        self.fast_positions: defaultdict[str, list[np.ndarray]] = defaultdict(list)
         self.data_docs: dict[str, str] = {}
         # NOTE: ledger writes happen inside the plan's timed blocks; they are counted apart
         self._ledger_seconds = 0.0
@@ -307,7 +308,7 @@ class _Preparer:
         self.progress.finish("read")
 
         started = time.perf_counter()
-        banned = self._duplicates()
+        banned = self._duplicates(index)
         chunks = self._chunks(banned)
         vanished = self._vanished(index)
         self._save_fates()
@@ -506,6 +507,11 @@ class _Preparer:
         sources = by_row.reindex(rows).to_numpy(dtype=np.int64)
         hashes = hash_payloads(payloads)
         positions = index.positions(data_type, ids)
+        repeated = self._repeats_of_fast_rows(data_type, ids, rows, sources, positions, index)
+        if repeated.any():
+            keep = ~repeated
+            ids, payloads, rows = ids[keep], payloads[keep], rows[keep]
+            sources, hashes, positions = sources[keep], hashes[keep], positions[keep]
         actions = index.classify_positions(positions, hashes)
         self.plan_counts.add(actions)
         self._keys(data_type, ids, rows, actions)
@@ -573,13 +579,13 @@ class _Preparer:
         ids = index.fate_ids(fates[found])
         reasons = index.fate_reasons(fates[found]).copy()
         rows = np.asarray(frame.index[found], dtype=np.int64)
-        keyed = np.array([rid is not None for rid in ids], dtype=bool)
+        again = np.array([rid is None for rid in ids], dtype=bool)
         # a repeated id is rejected again only while the row it repeats is in this run
-        repeats = np.array([rid is not None and rid in self.key_set for rid in ids], dtype=bool)
-        if repeats.any():
-            fresh = self.key_set.claim(pd.Series(ids[repeats], index=rows[repeats]), data_type)
-            reasons[repeats] = [fresh[int(row)] for row in rows[repeats]]
-        again = ~keyed | repeats
+        for i in np.flatnonzero(~again):
+            reason = self._repeat_reason(data_type, str(ids[i]), int(rows[i]), index)
+            if reason is not None:
+                again[i] = True
+                reasons[i] = reason
         skip[found[again]] = True
         self.fast_rows += int(again.sum())
         hashes = source_hashes[found[again]]
@@ -592,6 +598,18 @@ class _Preparer:
         self._fast_rejects(data_type, problems, update_records=False)
         return skip
 
+    def _repeat_reason(
+        self, data_type: str, registration_id: str, row: int, index: LedgerIndex
+    ) -> str | None:
+        """Why ``row`` repeats a key an earlier row of this run took, or None if none did."""
+        if registration_id in self.key_set:
+            # NOTE: a key the set holds already is not claimed again: this only asks where
+            return self.key_set.claim(pd.Series([registration_id], index=[row]), data_type)[row]
+        position = index.positions(data_type, np.array([registration_id], dtype=object), mark=False)
+        if position[0] >= 0 and index.seen_mask(data_type, position)[0]:
+            return repeated_key(registration_id, int(index.claimed_by(position)[0]))
+        return None
+
     def _skip_known_records(
         self,
         data_type: str,
@@ -600,34 +618,62 @@ class _Preparer:
         claim: np.ndarray,
         index: LedgerIndex,
     ) -> None:
+        """Plan as unchanged (or invalid again) the rows whose records the ledger knows.
+
+        NOTE: their keys are not put in the run's key set (a million of them would cost time
+        and memory): each ledger record is claimed by one row only, a later row with its key
+        finds it claimed (see :meth:`_repeats_of_fast_rows`), and keys repeated across data
+        types are caught by the plan's last check.
+        """
         claimed = positions[claim]
-        index.mark_seen(data_type, claimed)
-        ids = index.registration_ids(claimed)
         rows = np.asarray(frame.index[claim], dtype=np.int64)
-        repeats = self.key_set.claim(pd.Series(ids, index=rows), data_type)
-        repeated = np.isin(rows, list(repeats))
-        invalid = (index.outcomes(claimed) == "invalid") & ~repeated
-        problems = [
-            Problem(data_type, str(rid), int(row), "validation", "invalid", repeats[int(row)])
-            for rid, row in zip(ids[repeated], rows[repeated], strict=True)
-        ]
-        again = [
-            Problem(data_type, str(rid), int(row), "validation", "invalid", str(reason))
-            for rid, row, reason in zip(
-                ids[invalid], rows[invalid], index.reasons(claimed[invalid]), strict=True
-            )
-        ]
-        self._fast_rejects(data_type, problems, update_records=True)
-        self._fast_rejects(data_type, again, update_records=False)
-        unchanged = ~repeated & ~invalid
+        index.mark_seen(data_type, claimed, rows)
+        invalid = index.outcomes(claimed) == "invalid"
+        if invalid.any():
+            bad = claimed[invalid]
+            again = [
+                Problem(data_type, str(rid), int(row), "validation", "invalid", str(reason))
+                for rid, row, reason in zip(
+                    index.registration_ids(bad), rows[invalid], index.reasons(bad), strict=True
+                )
+            ]
+            self._fast_rejects(data_type, again, update_records=False)
         self.fast_rows += int(claim.sum())
-        self.plan_counts.unchanged += int(unchanged.sum())
-        self._keys(
-            data_type,
-            ids[unchanged],
-            rows[unchanged],
-            np.full(int(unchanged.sum()), Action.UNCHANGED.value, dtype=object),
-        )
+        self.plan_counts.unchanged += int((~invalid).sum())
+        self.fast_positions[data_type].append(claimed[~invalid])
+
+    def _repeats_of_fast_rows(
+        self,
+        data_type: str,
+        ids: np.ndarray,
+        rows: np.ndarray,
+        sources: np.ndarray,
+        positions: np.ndarray,
+        index: LedgerIndex,
+    ) -> np.ndarray:
+        """Valid rows whose record a row on the fast path took earlier: rejected as repeats."""
+        known = positions >= 0
+        first = np.full(len(positions), -1, dtype=np.int64)
+        first[known] = index.claimed_by(positions[known])
+        repeated = first >= 0
+        if repeated.any():
+            problems = [
+                Problem(
+                    data_type,
+                    str(rid),
+                    int(row),
+                    "validation",
+                    "invalid",
+                    repeated_key(str(rid), int(at)),
+                )
+                for rid, row, at in zip(ids[repeated], rows[repeated], first[repeated], strict=True)
+            ]
+            self.fates[data_type].extend(
+                (int(digest), p.registration_id, p.reasons)
+                for digest, p in zip(sources[repeated], problems, strict=True)
+            )
+            self._fast_rejects(data_type, problems, update_records=True)
+        return repeated
 
     def _fast_rejects(
         self, data_type: str, problems: list[Problem], *, update_records: bool
@@ -747,7 +793,23 @@ class _Preparer:
 
     # -- after the read -----------------------------------------------------------------------
 
-    def _duplicates(self) -> set[str]:
+    def _duplicates(self, index: LedgerIndex) -> set[str]:
+        """The last check: a registration_id in two data types (or twice, if any slipped by).
+
+        Validation's key set sees the rows that went through validation; the rows of the fast
+        path are unique within their data type by construction, so they are added here only
+        when the integration has several data types.
+        """
+        if len(self.mappings) > 1:
+            for data_type, parts in self.fast_positions.items():
+                positions = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+                if len(positions):
+                    self._keys(
+                        data_type,
+                        index.registration_ids(positions),
+                        index.claimed_by(positions),
+                        np.full(len(positions), Action.UNCHANGED.value, dtype=object),
+                    )
         if not self.keys:
             return set()
         keys = pd.concat(self.keys, ignore_index=True)
@@ -855,3 +917,11 @@ def _hash_of(by_row: pd.Series, row: int | None) -> int | None:
     if row is None or row not in by_row.index:
         return None
     return int(by_row.loc[row])
+
+
+def repeated_key(registration_id: str, first_row: int) -> str:
+    """Validation's reason for a row repeating a key (``unique_key: ...``), for the fast path."""
+    return (
+        f"unique_key: registration_id: {registration_id!r} is already the key of source row "
+        f"{first_row} in this run"
+    )
