@@ -79,6 +79,7 @@ class LedgerIndex:
             self._rows[str(data_type)] = rows
             self._seen[str(data_type)] = np.zeros(len(rows), dtype=bool)
         self._claimed_by = np.full(len(self.state), -1, dtype=np.int64)
+        self._invalid: np.ndarray | None = None
         if "source_hash" in self.state:
             source = self.state["source_hash"]
             self._has_source = source.notna().to_numpy()
@@ -179,12 +180,18 @@ class LedgerIndex:
 
     def _build_fast(self, data_type: str) -> tuple[pd.Index, np.ndarray]:
         rows = self._rows.get(data_type, np.array([], dtype=np.int64))
-        taken = pa.array(rows, type=pa.int64())
-        outcome = self._column("last_outcome").take(taken)
-        reason = self._column("last_reason").take(taken)
+
+        def pick(name: str) -> pa.Array:
+            column = self._column(name)
+            # NOTE: most integrations have one data type: its rows are the whole column
+            whole = len(rows) == len(column)
+            return column if whole else column.take(pa.array(rows, type=pa.int64()))
+
+        outcome = pick("last_outcome")
+        reason = pick("last_reason")
         holds = pc.and_(
             pc.fill_null(pc.is_in(outcome, pa.array(list(HOLDS_ACCEPTED))), False),
-            pc.is_valid(self._column("accepted_hash").take(taken)),
+            pc.is_valid(pick("accepted_hash")),
         )
         invalid = pc.and_(
             pc.fill_null(pc.equal(outcome, "invalid"), False),
@@ -260,6 +267,13 @@ class LedgerIndex:
     def reasons(self, positions: np.ndarray) -> np.ndarray:
         """The last reason of ledger rows."""
         return self._take("last_reason", positions)
+
+    def is_invalid(self, positions: np.ndarray) -> np.ndarray:
+        """Whether each ledger row was last set aside by validation."""
+        if self._invalid is None:
+            found = pc.equal(self._column("last_outcome"), "invalid")
+            self._invalid = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+        return self._invalid[positions]
 
     def outcomes(self, positions: np.ndarray) -> np.ndarray:
         """The last outcome of ledger rows (None for -1)."""

@@ -581,8 +581,10 @@ class _Preparer:
         rows = np.asarray(frame.index[found], dtype=np.int64)
         again = np.array([rid is None for rid in ids], dtype=bool)
         # a repeated id is rejected again only while the row it repeats is in this run
-        for i in np.flatnonzero(~again):
-            reason = self._repeat_reason(data_type, str(ids[i]), int(rows[i]), index)
+        keyed = np.flatnonzero(~again)
+        for i, reason in zip(
+            keyed, self._repeat_reasons(data_type, ids[keyed], rows[keyed], index), strict=True
+        ):
             if reason is not None:
                 again[i] = True
                 reasons[i] = reason
@@ -598,17 +600,23 @@ class _Preparer:
         self._fast_rejects(data_type, problems, update_records=False)
         return skip
 
-    def _repeat_reason(
-        self, data_type: str, registration_id: str, row: int, index: LedgerIndex
-    ) -> str | None:
-        """Why ``row`` repeats a key an earlier row of this run took, or None if none did."""
-        if registration_id in self.key_set:
-            # NOTE: a key the set holds already is not claimed again: this only asks where
-            return self.key_set.claim(pd.Series([registration_id], index=[row]), data_type)[row]
-        position = index.positions(data_type, np.array([registration_id], dtype=object), mark=False)
-        if position[0] >= 0 and index.seen_mask(data_type, position)[0]:
-            return repeated_key(registration_id, int(index.claimed_by(position)[0]))
-        return None
+    def _repeat_reasons(
+        self, data_type: str, ids: np.ndarray, rows: np.ndarray, index: LedgerIndex
+    ) -> list[str | None]:
+        """Why each row repeats a key an earlier row of this run took (None: no row did)."""
+        out: list[str | None] = [None] * len(ids)
+        positions = index.positions(data_type, ids.astype(object), mark=False)
+        known = positions >= 0
+        seen = np.zeros(len(ids), dtype=bool)
+        seen[known] = index.seen_mask(data_type, positions[known])
+        for i, (rid, row) in enumerate(zip(ids, rows, strict=True)):
+            if str(rid) in self.key_set:
+                # NOTE: a key the set holds already is not claimed again: this asks where it was
+                key = pd.Series([str(rid)], index=[int(row)])
+                out[i] = self.key_set.claim(key, data_type)[int(row)]
+            elif seen[i]:
+                out[i] = repeated_key(str(rid), int(index.claimed_by(positions[i : i + 1])[0]))
+        return out
 
     def _skip_known_records(
         self,
@@ -628,7 +636,7 @@ class _Preparer:
         claimed = positions[claim]
         rows = np.asarray(frame.index[claim], dtype=np.int64)
         index.mark_seen(data_type, claimed, rows)
-        invalid = index.outcomes(claimed) == "invalid"
+        invalid = index.is_invalid(claimed)
         if invalid.any():
             bad = claimed[invalid]
             again = [

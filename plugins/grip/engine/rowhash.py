@@ -28,7 +28,12 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str], seed: str) -> np.nda
     if not len(frame):
         return np.empty(0, dtype=np.int64)
     parts = [_as_binary(frame[name]) for name in sorted(columns)]
-    joined = pc.binary_join_element_wise(*parts, _SEPARATOR) if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
+        joined = pc.binary_join_element_wise(
+            *parts, _SEPARATOR, null_handling="replace", null_replacement=_NULL.as_py()
+        )
+    else:
+        joined = pc.fill_null(parts[0], _NULL)
     key = hashlib.blake2b(seed.encode("utf-8"), digest_size=32).digest()
     keyed = hashlib.blake2b(digest_size=8, key=key)
     digests: list[bytes] = []
@@ -53,17 +58,17 @@ def source_seed(mapping: Any, application: Any) -> str:
 
 
 def _as_binary(column: pd.Series) -> pa.Array:
+    """A column's values as their text, in bytes (nulls stay null)."""
     values = column.array
     if isinstance(values, pd.arrays.ArrowExtensionArray):
-        array = values._pa_array
+        array = values.__arrow_array__()
     else:
         array = pa.array(column.to_numpy(dtype=object), from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    if pa.types.is_null(array.type):
-        array = array.cast(pa.large_binary())
-    elif not pa.types.is_large_binary(array.type):
-        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-            array = pc.cast(array, pa.large_string())
-        array = pc.cast(array, pa.large_binary())
-    return pc.fill_null(array, _NULL)
+    if pa.types.is_large_binary(array.type):
+        return array
+    if not pa.types.is_large_string(array.type):
+        array = pc.cast(array, pa.large_string())
+    # NOTE: a large string and a large binary share their layout: a view copies nothing
+    return array.view(pa.large_binary())
