@@ -6,7 +6,8 @@ import logging
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from grip.engine.plan import (
     hash_payloads,
     to_push,
 )
+from grip.engine.prefetch import prefetch
 from grip.engine.progress import NoProgress, Progress
 from grip.engine.rowhash import row_hashes, source_seed
 from grip.engine.sample import SampleSelector
@@ -295,16 +297,21 @@ class _Preparer:
             "invalid": self.invalid,
         }
 
-    def run(self, fingerprint: str, warnings: list[str], state: Any) -> RunPlan:
-        started = time.perf_counter()
-        index = LedgerIndex(
+    def _load_index(self) -> LedgerIndex:
+        return LedgerIndex(
             self.ledger.load_state(self.name, list(self.mappings)),
             self.ledger.load_fates(self.name, list(self.mappings)) if self.fast_path else None,
         )
-        self.timings["plan"] += time.perf_counter() - started
-        self.progress.start("read", None)
-        for data_type, mapping in self.mappings.items():
-            self._data_type(data_type, mapping, index)
+
+    def run(self, fingerprint: str, warnings: list[str], state: Any) -> RunPlan:
+        wall = time.perf_counter()
+        # NOTE: the ledger's side is read while the source opens and its first chunks arrive
+        with ThreadPoolExecutor(1, thread_name_prefix="grip-ledger-read") as pool:
+            loading = pool.submit(self._load_index)
+            self.progress.start("read", None)
+            for data_type, mapping in self.mappings.items():
+                self._data_type(data_type, mapping, loading)
+            index = loading.result()
         self.progress.finish("read")
 
         started = time.perf_counter()
@@ -339,6 +346,7 @@ class _Preparer:
             "watermarks": {dt: encode_watermark(v) for dt, v in self.watermarks.items()},
             "warnings": warnings,
             "rows_skipped_unchanged": self.fast_rows,
+            "prepare_seconds": round(time.perf_counter() - wall, 3),
             "stage_before": state.stage.value if state is not None else Stage.NEW.value,
         }
         if self.sample:
@@ -383,7 +391,9 @@ class _Preparer:
 
     # -- one data type ------------------------------------------------------------------------
 
-    def _data_type(self, data_type: str, mapping: MappingSpec, index: LedgerIndex) -> None:
+    def _data_type(
+        self, data_type: str, mapping: MappingSpec, loading: Future[LedgerIndex]
+    ) -> None:
         from grip.mapping import Mapper
         from grip.sources import SourceFile, build_source
         from grip.validation import Validator, check_reject_share, reason_counts
@@ -415,15 +425,24 @@ class _Preparer:
         read_before, invalid_before = self.read, self.invalid
         filtered_before = sum(self.filtered.values())
         with source:
-            frames: Iterator[pd.DataFrame] = iter(source.chunks())
-            while True:
-                started = time.perf_counter()
-                frame = next(frames, None)
-                self.timings["read"] += time.perf_counter() - started
-                if frame is None:
-                    break
-                self._chunk(data_type, frame, mapping, mapper, validator, index)
-                self.progress.advance("read", len(frame))
+            frames: Generator[pd.DataFrame, None, None] = prefetch(source.chunks())
+            index = None
+            try:
+                while True:
+                    started = time.perf_counter()
+                    frame = next(frames, None)
+                    self.timings["read"] += time.perf_counter() - started
+                    if frame is None:
+                        break
+                    if index is None:
+                        started = time.perf_counter()
+                        index = loading.result()
+                        self.timings["plan"] += time.perf_counter() - started
+                    self._chunk(data_type, frame, mapping, mapper, validator, index)
+                    self.progress.advance("read", len(frame))
+            finally:
+                frames.close()
+            index = loading.result()
             started = time.perf_counter()
             self._source_rejects(data_type, source)
             self.timings["plan"] += time.perf_counter() - started
