@@ -354,3 +354,21 @@ def test_row_fates_are_replaced_by_a_whole_read_and_added_to_otherwise(ledger: L
         ("exhibitor", 8),
         ("visitor", 9),
     ]
+
+
+def test_many_problems_keep_every_value(ledger: Ledger) -> None:
+    run = ledger.start_run("demo", "sync")
+    problems = [
+        Problem(
+            "visitor",
+            None if i % 7 == 0 else f"R{i}",
+            i,
+            "validation",
+            "invalid",
+            f"email: 'a,\"b' is not an address; line {i}\nsecond line",
+        )
+        for i in range(2500)
+    ]
+    ledger.record_problems(run, problems, integration="demo", update_records=False)
+    assert list(ledger.problems(run)) == problems
+    assert ledger.record("demo", "visitor", "R1") == {}
