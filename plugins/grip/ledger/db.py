@@ -72,7 +72,8 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> str:
 
     Safe to call on every start: an up-to-date ledger is left as it is, and migrations only add
     to a ledger that already holds data. On PostgreSQL concurrent callers wait on an advisory
-    lock, so two workers starting at once do not race to create the same tables.
+    lock and on SQLite for the file's write lock, so two workers starting at once do not race to
+    create the same tables.
 
     Raises:
         LedgerError: the database cannot be reached or a migration fails.
@@ -93,6 +94,10 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> str:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+            elif conn.dialect.name == "sqlite":
+                # The write lock first, so that a second process migrating the same file waits
+                # and then finds it up to date (instead of creating the same tables again).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
             reached = MigrationContext.configure(
