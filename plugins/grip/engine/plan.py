@@ -80,6 +80,8 @@ class LedgerIndex:
             self._seen[str(data_type)] = np.zeros(len(rows), dtype=bool)
         self._claimed_by = np.full(len(self.state), -1, dtype=np.int64)
         self._invalid: np.ndarray | None = None
+        self._fate_record: np.ndarray | None = None
+        self._fate_record_done: set[str] = set()
         if "source_hash" in self.state:
             source = self.state["source_hash"]
             self._has_source = source.notna().to_numpy()
@@ -220,6 +222,32 @@ class LedgerIndex:
         out = np.full(len(local), -1, dtype=np.int64)
         out[local >= 0] = rows[local[local >= 0]]
         return out
+
+    def fate_records(self, data_type: str, positions: np.ndarray) -> np.ndarray:
+        """The ledger row of the record each set-aside row's registration id names (-1: none).
+
+        Computed once per data type by probing the data type's ids against the few ids of
+        its set-aside rows, not by indexing a million ids.
+        """
+        if self._fate_record is None:
+            self._fate_record = np.full(len(self.fates), -1, dtype=np.int64)
+        if data_type not in self._fate_record_done:
+            self._fate_record_done.add(data_type)
+            mine = np.flatnonzero((self.fates["data_type"] == data_type).to_numpy(dtype=bool))
+            rows = self._rows.get(data_type)
+            if len(mine) and rows is not None:
+                wanted = self._column("registration_id", self.fates).take(pa.array(mine))
+                ids = self._column("registration_id")
+                if len(rows) != len(ids):
+                    ids = ids.take(pa.array(rows))
+                hit = pc.index_in(ids, value_set=pc.drop_null(wanted))
+                found = np.flatnonzero(pc.is_valid(hit).to_numpy(zero_copy_only=False))
+                by_id = dict(
+                    zip(ids.take(pa.array(found)).to_pylist(), rows[found].tolist(), strict=True)
+                )
+                for fate_row, rid in zip(mine, wanted.to_pylist(), strict=True):
+                    self._fate_record[fate_row] = by_id.get(rid, -1)
+        return self._fate_record[positions]
 
     def fate_ids(self, positions: np.ndarray) -> np.ndarray:
         """The registration ids (None where the row had none) of set-aside rows."""

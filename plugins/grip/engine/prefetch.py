@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -17,8 +17,13 @@ class _Failure:
         self.error = error
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
+def prefetch(
+    items: Iterable[Any], depth: int = 2, transform: Callable[[Any], T] | None = None
+) -> Generator[T, None, None]:
     """Yield the items of ``items``, produced by a background thread up to ``depth`` ahead.
+
+    ``transform``, if given, is applied to each item in that thread too (work that does not
+    hold the interpreter, like Arrow's compute functions, then runs beside the consumer).
 
     The database driver, Arrow's parsers and the network release the interpreter while they
     work, so reading the next chunk overlaps with planning the current one. An error of the
@@ -30,7 +35,8 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
 
     def produce() -> None:
         try:
-            for item in items:
+            for raw in items:
+                item = raw if transform is None else transform(raw)
                 while not stop.is_set():
                     try:
                         box.put(item, timeout=0.1)

@@ -32,7 +32,7 @@ from grip.engine.plan import (
 )
 from grip.engine.prefetch import prefetch
 from grip.engine.progress import NoProgress, Progress
-from grip.engine.rowhash import row_hashes, source_seed
+from grip.engine.rowhash import hash_joined, join_columns, source_seed
 from grip.engine.sample import SampleSelector
 from grip.engine.workdir import (
     ChunkFile,
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(hours=6)
 """A run that has not written to the ledger for this long is taken for dead."""
 EXAMPLES = 5
+_HASHED_AHEAD = 8
+"""Chunks hashed, at most, before the ledger's side has loaded."""
 VANISHED_SHOWN = 20
 CANDIDATE_CHUNK = 50_000
 TEXT = pd.ArrowDtype(pa.string())
@@ -424,25 +426,29 @@ class _Preparer:
         validator = Validator(mapping, self.spec.application, keys=self.key_set)
         read_before, invalid_before = self.read, self.invalid
         filtered_before = sum(self.filtered.values())
+        columns = sorted(mapping.required_columns)
+        seed = source_seed(mapping, self.spec.application)
         with source:
-            frames: Generator[pd.DataFrame, None, None] = prefetch(source.chunks())
-            index = None
+            frames: Generator[tuple[pd.DataFrame, pa.Array], None, None] = prefetch(
+                source.chunks(), transform=lambda frame: (frame, join_columns(frame, columns))
+            )
+            # NOTE: chunks are hashed while the ledger's side still loads, a few at most
+            waiting: list[tuple[pd.DataFrame, np.ndarray]] = []
             try:
                 while True:
                     started = time.perf_counter()
-                    frame = next(frames, None)
+                    item = next(frames, None)
                     self.timings["read"] += time.perf_counter() - started
-                    if frame is None:
+                    if item is None:
                         break
-                    if index is None:
-                        started = time.perf_counter()
-                        index = loading.result()
-                        self.timings["plan"] += time.perf_counter() - started
-                    self._chunk(data_type, frame, mapping, mapper, validator, index)
-                    self.progress.advance("read", len(frame))
+                    started = time.perf_counter()
+                    waiting.append((item[0], hash_joined(item[1], seed)))
+                    self.timings["plan"] += time.perf_counter() - started
+                    if loading.done() or len(waiting) >= _HASHED_AHEAD:
+                        self._drain(data_type, waiting, mapper, validator, loading)
+                self._drain(data_type, waiting, mapper, validator, loading)
             finally:
                 frames.close()
-            index = loading.result()
             started = time.perf_counter()
             self._source_rejects(data_type, source)
             self.timings["plan"] += time.perf_counter() - started
@@ -487,20 +493,33 @@ class _Preparer:
             self.data_docs[data_type] = str(page)
         self.timings["validate"] += time.perf_counter() - started
 
+    def _drain(
+        self,
+        data_type: str,
+        waiting: list[tuple[pd.DataFrame, np.ndarray]],
+        mapper: Any,
+        validator: Any,
+        loading: Future[LedgerIndex],
+    ) -> None:
+        started = time.perf_counter()
+        index = loading.result()
+        self.timings["plan"] += time.perf_counter() - started
+        for frame, source_hashes in waiting:
+            self._chunk(data_type, frame, source_hashes, mapper, validator, index)
+            self.progress.advance("read", len(frame))
+        waiting.clear()
+
     def _chunk(
         self,
         data_type: str,
         frame: pd.DataFrame,
-        mapping: MappingSpec,
+        source_hashes: np.ndarray,
         mapper: Any,
         validator: Any,
         index: LedgerIndex,
     ) -> None:
         self.read += len(frame)
         started = time.perf_counter()
-        source_hashes = row_hashes(
-            frame, sorted(mapping.required_columns), source_seed(mapping, self.spec.application)
-        )
         if self.fast_path:
             frame, source_hashes = self._skip_unchanged(data_type, frame, source_hashes, index)
         self.timings["plan"] += time.perf_counter() - started
@@ -601,8 +620,11 @@ class _Preparer:
         again = np.array([rid is None for rid in ids], dtype=bool)
         # a repeated id is rejected again only while the row it repeats is in this run
         keyed = np.flatnonzero(~again)
+        records = index.fate_records(data_type, fates[found][keyed])
         for i, reason in zip(
-            keyed, self._repeat_reasons(data_type, ids[keyed], rows[keyed], index), strict=True
+            keyed,
+            self._repeat_reasons(data_type, ids[keyed], rows[keyed], records, index),
+            strict=True,
         ):
             if reason is not None:
                 again[i] = True
@@ -620,11 +642,18 @@ class _Preparer:
         return skip
 
     def _repeat_reasons(
-        self, data_type: str, ids: np.ndarray, rows: np.ndarray, index: LedgerIndex
+        self,
+        data_type: str,
+        ids: np.ndarray,
+        rows: np.ndarray,
+        positions: np.ndarray,
+        index: LedgerIndex,
     ) -> list[str | None]:
-        """Why each row repeats a key an earlier row of this run took (None: no row did)."""
+        """Why each row repeats a key an earlier row of this run took (None: no row did).
+
+        ``positions`` are the ledger rows of the records the ids name (-1: none).
+        """
         out: list[str | None] = [None] * len(ids)
-        positions = index.positions(data_type, ids.astype(object), mark=False)
         known = positions >= 0
         seen = np.zeros(len(ids), dtype=bool)
         seen[known] = index.seen_mask(data_type, positions[known])

@@ -25,15 +25,28 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str], seed: str) -> np.nda
     NOTE: 64 bits: two different rows of one data type share a hash with a chance of about
     n^2 / 2^65 (1e-8 for a million rows); a full run re-maps every row whatever the hash says.
     """
+    return hash_joined(join_columns(frame, columns), seed)
+
+
+def join_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pa.Array:
+    """The first half of :func:`row_hashes`: each row's columns as one byte string.
+
+    Arrow does this without holding the interpreter, so it can run in a reading thread.
+    """
     if not len(frame):
-        return np.empty(0, dtype=np.int64)
+        return pa.array([], type=pa.large_binary())
     parts = [_as_binary(frame[name]) for name in sorted(columns)]
     if len(parts) > 1:
-        joined = pc.binary_join_element_wise(
+        return pc.binary_join_element_wise(
             *parts, _SEPARATOR, null_handling="replace", null_replacement=_NULL.as_py()
         )
-    else:
-        joined = pc.fill_null(parts[0], _NULL)
+    return pc.fill_null(parts[0], _NULL)
+
+
+def hash_joined(joined: pa.Array, seed: str) -> np.ndarray:
+    """The second half of :func:`row_hashes`: a keyed 64-bit hash of each joined row."""
+    if not len(joined):
+        return np.empty(0, dtype=np.int64)
     key = hashlib.blake2b(seed.encode("utf-8"), digest_size=32).digest()
     keyed = hashlib.blake2b(digest_size=8, key=key)
     digests: list[bytes] = []
