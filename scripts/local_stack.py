@@ -290,9 +290,13 @@ class AirflowApi:
             params={"update_mask": "is_paused"},
         )
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Start a manual run now; return its run id."""
-        body = {"logical_date": None, "conf": dict(conf or {})}
+    def trigger(
+        self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        """Start a manual run now (with ``run_id`` when given); return its run id."""
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+        if run_id:
+            body["dag_run_id"] = run_id
         return str(self.request("POST", f"/dags/{dag_id}/dagRuns", body=body).json()["dag_run_id"])
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:

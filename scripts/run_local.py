@@ -78,6 +78,10 @@ TIMEOUTS = {
 class Interrupted(BaseException):
     """Ctrl-C or SIGTERM: stop what was started and leave."""
 
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -198,6 +202,7 @@ class LocalRun:
         self.processes = Processes(settings.logs, ROOT)
         self.api = AirflowApi(settings.airflow_url, settings.admin_user, settings.admin_password)
         self.integrations_dir: Path | None = None
+        self.prepared = False
         self._secrets = {
             "fernet": _fernet_key(),
             "api": secrets.token_urlsafe(16),
@@ -226,6 +231,13 @@ class LocalRun:
         for folder in (s.local, s.logs, s.airflow_home, s.reports, s.local / "work"):
             folder.mkdir(parents=True, exist_ok=True)
         (s.local / "run.json").write_text(json.dumps({"pid": os.getpid()}))
+        self.prepared = True
+
+        # The ledger is made here, once: migrated, and in WAL mode (kept in the file), so that
+        # the tasks' connections read while another task writes.
+        from grip.ledger import Ledger
+
+        Ledger(f"sqlite:///{s.local / 'ledger.sqlite'}").close()
 
         data = demo_data.build()
         paths = demo_data.write_demo(s.demo, data)
@@ -393,7 +405,8 @@ class LocalRun:
     # -- the onboarding -----------------------------------------------------------------------
 
     def trigger_onboarding(self) -> str:
-        run_id = self.api.trigger(ONBOARDING)
+        # A run id without ':' or '+', so that the link to its approval page reads cleanly.
+        run_id = self.api.trigger(ONBOARDING, run_id=f"make_run__{time.strftime('%Y%m%dT%H%M%S')}")
         self.console.say(
             f"Triggered {ONBOARDING} (run {run_id}): extract, validate and push the sample"
         )
@@ -425,7 +438,7 @@ class LocalRun:
         counts = sample.get("counts", {})
         report_dir = Path(sample.get("report_dir", s.reports))
         task_page = (
-            f"{s.airflow_url}/dags/{ONBOARDING}/runs/{quote(run_id, safe='')}/tasks/"
+            f"{s.airflow_url}/dags/{ONBOARDING}/runs/{quote(run_id, safe=':+')}/tasks/"
             f"{REVIEW_TASK}/required_actions"
         )
         self.console.say("The sample waits for approval on the Required Actions page:")
@@ -695,24 +708,38 @@ def _task_logs(home: Path, dag_id: str, run_id: str, task: str) -> list[Path]:
     return sorted(folder.glob("attempt=*.log"), key=lambda p: p.stat().st_mtime)
 
 
-def _task_log_tail(path: Path, lines: int = 25) -> str:
-    """The end of a task log, its JSON lines shown as ``time level message``."""
-    shown = []
-    for line in tail(path, lines).splitlines():
+def _task_log_tail(path: Path, lines: int = 12) -> str:
+    """A task log's errors (exception and where it was raised), then its last lines.
+
+    Task logs are JSON lines; each is shown as ``time level message``.
+    """
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except ValueError:
-            shown.append(line)
-            continue
-        text = f"{record.get('timestamp', '')} {record.get('level', '')} {record.get('event', '')}"
-        if record.get("error_detail"):
-            text += f" {json.dumps(record['error_detail'])[:1500]}"
-        shown.append(text)
+            records.append({"event": line})
+    shown = []
+    for record in records:
+        if record.get("level") in ("error", "critical"):
+            shown.append(_log_line(record))
+            for error in record.get("error_detail") or []:
+                frames = error.get("frames") or [{}]
+                where = f"{frames[-1].get('filename')}:{frames[-1].get('lineno')}"
+                shown.append(f"    {error.get('exc_type')}: {error.get('exc_value')} ({where})")
+    if shown:
+        shown.insert(0, "errors:")
+        shown.append("last lines:")
+    shown.extend(_log_line(record) for record in records[-lines:])
     return "\n".join(shown)
 
 
+def _log_line(record: dict[str, Any]) -> str:
+    return f"{record.get('timestamp', '')} {record.get('level', '')} {record.get('event', '')}"
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+    raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -758,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         run.watch()
     except Interrupted as why:
         console.say(f"{why}: stopping everything make run started")
-        code = 130
+        code = 128 + why.signum
     except StackError as err:
         console.say(f"make run failed: {err}")
         code = 1
@@ -766,10 +793,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         run.stop()
-        console.say(
-            f"The state of this run stays in {_show(settings.local)} (Airflow database, ledger, "
-            "reports, logs) until the next make run starts afresh"
-        )
+        if run.prepared:
+            console.say(
+                f"The state of this run stays in {_show(settings.local)} (Airflow database, "
+                "ledger, reports, logs) until the next make run starts afresh"
+            )
     return code
 
 
