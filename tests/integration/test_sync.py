@@ -379,3 +379,23 @@ def test_a_new_row_repeating_a_synced_id_is_rejected(feed: Feed) -> None:
     assert (last.counts["invalid"], last.counts["planned_changed"]) == (0, 1)
     assert feed.requests() - before == 1
     assert feed.stored()["R0009"]["first_name"] == "Other"
+
+
+def test_too_many_rejects_stop_the_run_with_a_report_of_them(feed: Feed) -> None:
+    from grip.errors import DataValidationError
+
+    feed.run("sample")
+    feed.approve()
+    feed.execute("UPDATE {table} SET email = 'broken' WHERE reg_id >= 'R0040'")
+    before = feed.requests()
+
+    with pytest.raises(DataValidationError, match=r"visitor: 20 of 60 rows rejected \(33\.3%\)"):
+        feed.run("full")
+
+    assert feed.requests() == before
+    run = feed.ledger.runs(feed.integration.name, limit=1)[0]
+    assert (run.stage, run.status, run.invalid) == ("full", "failed", 20)
+    assert "the run stopped" in (run.message or "")
+    rejects = pd.read_csv(Path(run.report_dir or "") / PROBLEMS_CSV, dtype=str)
+    assert len(rejects) == 20
+    assert set(rejects["stage"]) == {"validation"}

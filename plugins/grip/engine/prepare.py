@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(hours=6)
 """A run that has not written to the ledger for this long is taken for dead."""
 EXAMPLES = 5
+_PROBLEM_BATCH = 20_000
+"""Problems known from the ledger already, written in one batch at most this large."""
 _HASHED_AHEAD = 8
 """Chunks hashed, at most, before the ledger's side has loaded."""
 VANISHED_SHOWN = 20
@@ -201,6 +204,8 @@ def prepare_run(
         plan = preparer.run(fingerprint, warnings, state)
     except BaseException as err:
         if run_id is not None:
+            with contextlib.suppress(Exception):
+                preparer.flush_problems()  # the rejects are what the failure report is for
             fail_quietly(ledger, run_id, err, preparer.partial_details(), preparer.counts_so_far())
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
@@ -263,6 +268,7 @@ class _Preparer:
         self.data_docs: dict[str, str] = {}
         # NOTE: ledger writes happen inside the plan's timed blocks; they are counted apart
         self._ledger_seconds = 0.0
+        self._unwritten: list[Problem] = []
         self.rejects_of_type: list[Any] = []
         from grip.validation import KeySet
 
@@ -313,6 +319,7 @@ class _Preparer:
             self.progress.start("read", None)
             for data_type, mapping in self.mappings.items():
                 self._data_type(data_type, mapping, loading)
+                self.flush_problems()
             index = loading.result()
         self.progress.finish("read")
 
@@ -827,12 +834,31 @@ class _Preparer:
         self._problems(problems)
 
     def _problems(self, problems: list[Problem], *, update_records: bool = True) -> None:
-        """Keep problems: in memory for a dry run, else in the ledger (timed as ``ledger``)."""
+        """Keep problems: in memory for a dry run, else in the ledger (timed as ``ledger``).
+
+        Problems that only repeat what the ledger's records say already are written in
+        batches; the others at once, so that a record's state follows the row it came from.
+        """
         if not problems:
             return
         if self.run_id is None:
             self.memory_problems.extend(problems)
             return
+        if update_records:
+            self._write_problems(problems, update_records=True)
+            return
+        self._unwritten.extend(problems)
+        if len(self._unwritten) >= _PROBLEM_BATCH:
+            self.flush_problems()
+
+    def flush_problems(self) -> None:
+        """Write the batched problems."""
+        if self._unwritten:
+            self._write_problems(self._unwritten, update_records=False)
+            self._unwritten = []
+
+    def _write_problems(self, problems: list[Problem], *, update_records: bool) -> None:
+        assert self.run_id is not None
         started = time.perf_counter()
         self.ledger.record_problems(
             self.run_id, problems, integration=self.name, update_records=update_records
