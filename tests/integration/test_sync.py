@@ -260,7 +260,12 @@ def test_full_and_sync_refuse_an_unapproved_integration(feed: Feed) -> None:
     for stage in ("full", "sync"):
         with pytest.raises(StageRefusedError, match="needs an approved sample.*stage 'new'"):
             feed.run(stage)
+        # a dry run plans all the same, and says what a real run would meet
+        dry = feed.run(stage, dry_run=True, client=None)
+        assert dry.counts["planned_new"] == 60
+        assert dry.warnings[0].startswith(f"a real {stage} run would be refused")
     assert feed.requests() == 0
+    assert feed.ledger.integration(feed.integration.name) is None
     feed.run("sample")
     for stage in ("full", "sync"):
         with pytest.raises(StageRefusedError, match="stage 'awaiting_approval'"):

@@ -109,6 +109,11 @@ def test_empty_ledger_plans_everything_new() -> None:
     actions = index.classify("visitor", np.array(["A", "B"]), np.array(["1", "2"]))
     assert list(actions) == ["new", "new"]
     assert index.vanished(["visitor"]).empty
+    none = index.fast_positions("visitor", np.array([1, 2], dtype=np.int64))
+    assert list(none) == [-1, -1]
+    assert len(index.seen_mask("visitor", none[none >= 0])) == 0
+    index.mark_seen("visitor", none[none >= 0])
+    assert index.returned("visitor") == []
 
 
 @pytest.mark.parametrize(

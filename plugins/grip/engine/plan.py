@@ -266,6 +266,8 @@ class LedgerIndex:
 
         ``source_rows`` are the rows that claimed them (see :meth:`claimed_by`).
         """
+        if not len(positions):
+            return
         rows = self._rows[data_type]
         self._seen[data_type][np.searchsorted(rows, positions)] = True
         if source_rows is not None:
@@ -273,6 +275,8 @@ class LedgerIndex:
 
     def seen_mask(self, data_type: str, positions: np.ndarray) -> np.ndarray:
         """Whether each ledger row (position in :attr:`state`) was seen already by this run."""
+        if not len(positions):
+            return np.zeros(0, dtype=bool)
         rows = self._rows[data_type]
         return self._seen[data_type][np.searchsorted(rows, positions)]
 
