@@ -33,6 +33,10 @@ class StackError(GripError):
     """A process of the local stack did not start or died, or a wait ran out of time."""
 
 
+class ApiUnavailable(StackError):
+    """The api-server did not answer, or answered with a server error (worth asking again)."""
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last ``lines`` lines of a log file, or a note that it does not exist."""
     if not path.exists():
@@ -55,12 +59,16 @@ def wait_for(
         StackError: On timeout, naming what was awaited and adding ``detail()`` (log tails).
     """
     deadline = time.monotonic() + timeout
+    last_error = ""
     while True:
-        result = probe()
+        try:
+            result = probe()
+        except ApiUnavailable as err:  # a busy api-server: ask again until the deadline
+            result, last_error = None, f"The last answer: {err}\n"
         if result is not None:
             return result
         if time.monotonic() > deadline:
-            extra = detail() if detail else ""
+            extra = last_error + (detail() if detail else "")
             raise StackError(f"gave up after {timeout:.0f} s waiting for {what}.\n{extra}".rstrip())
         time.sleep(interval)
 
@@ -236,8 +244,40 @@ class AirflowApi:
         params: Mapping[str, Any] | None = None,
         expect: Collection[int] = (200,),
     ) -> requests.Response:
-        """An authenticated call of ``/api/v2{path}``; StackError unless the status is expected."""
+        """An authenticated call of ``/api/v2{path}``; StackError unless the status is expected.
+
+        A GET is asked up to three times while the api-server does not answer or answers 5xx
+        (a SQLite metadata database is sometimes busy); then, as for other methods, the error
+        is :class:`ApiUnavailable`.
+        """
         url = f"{self.base_url}/api/v2{path}"
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._send(method, url, body, params)
+            except requests.RequestException as err:
+                if attempt < attempts:
+                    time.sleep(2)
+                    continue
+                raise ApiUnavailable(f"{method} /api/v2{path}: no answer ({err})") from err
+            if response.status_code >= 500 and attempt < attempts:
+                time.sleep(2)
+                continue
+            break
+        if response.status_code >= 500:
+            raise ApiUnavailable(
+                f"{method} /api/v2{path} answered {response.status_code}: {response.text[:500]}"
+            )
+        if response.status_code not in expect:
+            raise StackError(
+                f"{method} /api/v2{path} answered {response.status_code}: {response.text[:500]}"
+            )
+        return response
+
+    def _send(
+        self, method: str, url: str, body: Any, params: Mapping[str, Any] | None
+    ) -> requests.Response:
+        """One request with the token; a 401 (expired token) fetches a new one and asks again."""
         for attempt in (1, 2):
             response = self._session.request(
                 method,
@@ -247,14 +287,9 @@ class AirflowApi:
                 headers={"Authorization": f"Bearer {self.token()}"},
                 timeout=self._timeout,
             )
-            if response.status_code == 401 and attempt == 1:
-                self._token = None
-                continue
-            break
-        if response.status_code not in expect:
-            raise StackError(
-                f"{method} /api/v2{path} answered {response.status_code}: {response.text[:500]}"
-            )
+            if response.status_code != 401 or attempt == 2:
+                break
+            self._token = None
         return response
 
     def health(self) -> dict[str, Any] | None:

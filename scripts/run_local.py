@@ -42,6 +42,7 @@ import requests  # noqa: E402
 from scripts import demo_data  # noqa: E402
 from scripts.local_stack import (  # noqa: E402
     AirflowApi,
+    ApiUnavailable,
     Processes,
     StackError,
     free_port,
@@ -481,7 +482,7 @@ class LocalRun:
         )
         while True:
             self.processes.check_alive()
-            with contextlib.suppress(requests.RequestException):
+            with contextlib.suppress(ApiUnavailable):
                 detail = self.api.hitl_detail(ONBOARDING, run_id, REVIEW_TASK)
                 if detail.get("response_received"):
                     approved = (detail.get("chosen_options") or [])[:1] == ["Approve"]
