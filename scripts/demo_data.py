@@ -1,28 +1,4 @@
-"""The demo partner's data: a registration database and a CSV drop, the same on every run.
-
-The demo integration (include/integrations/demo.yaml) reads visitors from the partner's
-database (table ``visitors``) and exhibitors and their staff from CSV files dropped in a folder.
-This module makes that data from the generators of bench/datagen.py, in English and Russian,
-clean except for a few rows that are bad on purpose, so that a sample report shows rejects:
-
-* visitors: two broken e-mail addresses, a registration id containing "admin", a job title that
-  makes the headline too long, one cancelled and one test registration;
-* exhibitors: a broken e-mail address and a cancelled registration;
-* representatives: a registration id given twice (the later row is rejected), a broken e-mail
-  address and a test registration.
-
-Validation rejects the bad rows and the mappings' filters leave out the cancelled and test ones;
-every other row is valid (:meth:`DemoData.valid_keys`).
-
-    python scripts/demo_data.py                  # var/demo/partner.sqlite and var/demo/drop/
-    python scripts/demo_data.py --postgres-seed include/demo/partner.sql
-
-The docker stack (docker-compose.yaml) seeds its partner PostgreSQL from include/demo/partner.sql
-and mounts var/demo/drop/: both are committed, and tests/integration/test_demo_data.py fails when
-they differ from what this module makes.
-
-Files are written to a temporary name and renamed, so a reader never sees half a file.
-"""
+"""The demo partner's data: a registration database and a CSV drop, the same on every run."""
 
 from __future__ import annotations
 
@@ -92,7 +68,22 @@ class DemoData:
 
 
 def build() -> DemoData:
-    """Make the demo data (always the same rows)."""
+    """Make the demo data (always the same rows).
+
+    The demo integration (include/integrations/demo.yaml) reads visitors from the partner's
+    database (table ``visitors``) and exhibitors and their staff from CSV files dropped in a
+    folder. The rows come from the generators of bench/datagen.py, in English and Russian, clean
+    except for a few bad on purpose, so that a sample report shows rejects:
+
+    * visitors: two broken e-mail addresses, a registration id containing "admin", a job title
+      that makes the headline too long, one cancelled and one test registration;
+    * exhibitors: a broken e-mail address and a cancelled registration;
+    * representatives: a registration id given twice (the later row is rejected), a broken
+      e-mail address and a test registration.
+
+    Validation rejects the bad rows and the mappings' filters leave out the cancelled and test
+    ones; every other row is valid (:meth:`DemoData.valid_keys`).
+    """
     frames = {
         "visitor": _clean(visitors(SIZES["visitor"], seed=SEEDS["visitor"], bad_share=0.0)),
         "exhibitor": _with_company(
@@ -305,7 +296,17 @@ def integration_copy(drop: Path, folder: Path, name: str = "demo") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Write the demo data; ``--postgres-seed`` also writes the docker stack's seed.
+
+        python scripts/demo_data.py                  # var/demo/partner.sqlite, var/demo/drop/
+        python scripts/demo_data.py --postgres-seed include/demo/partner.sql
+
+    The docker stack (docker-compose.yaml) seeds its partner PostgreSQL from
+    include/demo/partner.sql and mounts var/demo/drop/: both are committed, and
+    tests/integration/test_demo_data.py fails when they differ from what this module makes.
+    Files are written under a temporary name and renamed, so a reader never sees half a file.
+    """
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "var" / "demo", help="folder (default var/demo)"
     )

@@ -1,19 +1,4 @@
-"""The main job on embedded defaults: the demo onboarding on a local Airflow, end to end.
-
-Started by ``make run``. It sets up everything under ``var/local/`` (removing what an earlier run
-left there) and starts:
-
-* the Grip API sandbox (the stand-in for Grip, token ``sandbox-demo-token``);
-* the demo partner data: ``var/demo/partner.sqlite`` and the CSV drop ``var/demo/drop/``;
-* Airflow 3.3: api-server, scheduler and dag-processor, LocalExecutor on a SQLite metadata
-  database, the simple auth manager with a known admin login, the project's ``dags/`` and
-  ``plugins/``, connections as ``AIRFLOW_CONN_*`` variables and the ``grip_api`` pool.
-
-Then it triggers ``grip_demo_onboarding`` and, once the sample waits for approval, prints the
-link to the Required Actions page. With ``APPROVE=auto`` (or ``--approve auto``) it approves
-through the REST API itself, waits for the full import and the first sync and prints their
-summaries. Ctrl-C (or SIGTERM) stops everything it started.
-"""
+"""The main job on embedded defaults (``make run``): the demo onboarding on a local Airflow."""
 
 from __future__ import annotations
 
@@ -51,8 +36,6 @@ from scripts.local_stack import (  # noqa: E402
     wait_for,
 )
 
-log = logging.getLogger("grip.run_local")
-
 DEMO_TOKEN = "sandbox-demo-token"
 INTEGRATION = "demo"
 ONBOARDING = f"grip_{INTEGRATION}_onboarding"
@@ -62,7 +45,7 @@ POOL = "grip_api"
 POOL_SLOTS = 4
 APPROVAL_COMMENT = "Approved by make run (APPROVE=auto): the sample matches the demo export."
 
-# Seconds allowed for each wait, measured on 2 cores with other work going on.
+# Seconds allowed for each wait: generous, for 2 cores shared with other work.
 TIMEOUTS = {
     "sandbox": 60,
     "migrate": 300,
@@ -744,6 +727,25 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Set up and start the local stack, run the demo onboarding, stop everything at the end.
+
+    Everything lives under ``var/local/`` (what an earlier run left there is removed first):
+
+    * the Grip API sandbox (the stand-in for Grip, token ``sandbox-demo-token``);
+    * the demo partner data: ``var/demo/partner.sqlite`` and the CSV drop ``var/demo/drop/``;
+    * Airflow 3.3: api-server, scheduler and dag-processor, LocalExecutor on a SQLite metadata
+      database, the simple auth manager with a known admin login, the project's ``dags/`` and
+      ``plugins/``, connections as ``AIRFLOW_CONN_*`` variables and the ``grip_api`` pool.
+
+    Then it triggers ``grip_demo_onboarding`` and, once the sample waits for approval, prints
+    the link to the Required Actions page. With ``APPROVE=auto`` (or ``--approve auto``) it
+    approves through the REST API itself; either way it follows the run through the full import
+    and the first sync and prints their summaries. Ctrl-C (or SIGTERM) stops everything it
+    started.
+
+    Returns:
+        0 when done (``--once``), 1 when a step failed, 128 + the signal number when stopped.
+    """
     settings = parse_settings(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     console = Console()
