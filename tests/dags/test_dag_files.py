@@ -37,6 +37,9 @@ def test_onboarding_runs_sample_approval_full_import_and_go_live_in_order():
     sample_size = dag.params.get_param("sample_size")
     assert sample_size.schema == {"type": "integer", "minimum": 10, "maximum": 50}
     assert "10 to 50" in sample_size.description
+    data_types = dag.params.get_param("data_types")
+    assert data_types.value == ["visitor", "exhibitor", "representative"]
+    assert data_types.schema["items"]["enum"] == ["visitor", "exhibitor", "representative"]
     review = dag.get_task("review_sample")
     assert isinstance(review, SampleApprovalOperator)
     assert review.options == ["Approve", "Reject"]

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from grip.api import ClientSettings, GripClient
 from grip.config import Integration, load_integration
-from grip.errors import StageRefusedError
+from grip.errors import ConfigError, StageRefusedError
 from grip.ledger import Ledger, Stage
 from grip.report import PROBLEMS_CSV, read_report
 from grip.sync import record_decision, run_stage
@@ -404,3 +404,34 @@ def test_too_many_rejects_stop_the_run_with_a_report_of_them(feed: Feed) -> None
     rejects = pd.read_csv(Path(run.report_dir or "") / PROBLEMS_CSV, dtype=str)
     assert len(rejects) == 20
     assert set(rejects["stage"]) == {"validation"}
+
+
+def test_a_sample_can_be_drawn_from_chosen_data_types(feed: Feed) -> None:
+    folder = feed.folder
+    (folder / "exhibitor.yaml").write_text(
+        MAPPING.replace("data_type: visitor", "data_type: exhibitor").replace("380", "381"),
+        encoding="utf-8",
+    )
+    spec = (folder / "feed.yaml").read_text(encoding="utf-8")
+    spec = spec.replace("{visitor: 380}", "{visitor: 380, exhibitor: 381}").replace(
+        "data_types:\n",
+        "data_types:\n  exhibitor:\n    mapping: exhibitor.yaml\n"
+        f'    source: {{kind: sql, url: "{feed.source.url.render_as_string(False)}", '
+        f"table: {feed.table}_x}}\n",
+    )
+    (folder / "feed.yaml").write_text(spec, encoding="utf-8")
+    # the exhibitors: the same people under other keys
+    feed.execute(
+        "CREATE TABLE {table}_x AS SELECT 'X' || reg_id AS reg_id, first_name, last_name, "
+        "email, company, interest FROM {table}"
+    )
+    feed.integration = load_integration(folder / "feed.yaml")
+
+    report = feed.run("sample", sample_data_types=["exhibitor"])
+    assert report.status == "succeeded"
+    assert {p["type_id"] for p in feed.stored().values()} == {381}
+    assert report.counts["read"] == 120  # every data type is still read and validated
+
+    with pytest.raises(ConfigError, match=r"choose one or more of .*visitor"):
+        feed.run("sample", sample_data_types=["speaker"])
+    feed.execute("DROP TABLE {table}_x")

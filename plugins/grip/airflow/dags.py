@@ -110,8 +110,12 @@ def _stage_tasks(path: str, stage: str) -> Any:
         context = get_current_context()
         try:
             planned = tasks.prepare(path, stage, label=str(context["run_id"]))
-        except StageRefusedError as err:
-            raise _refused(err) from err
+        except Exception as err:
+            # tells finish that planning ran and failed (rather than never ran)
+            context["ti"].xcom_push(key="error", value=f"{type(err).__name__}: {err}")
+            if isinstance(err, StageRefusedError):
+                raise _refused(err) from err
+            raise
         context["ti"].xcom_push(key="run_id", value=planned["run_id"])
         return planned["chunks"]
 
@@ -128,13 +132,16 @@ def _stage_tasks(path: str, stage: str) -> Any:
         task_id=f"finish_{stage}", trigger_rule="all_done", execution_timeout=timedelta(minutes=30)
     )
     def finish() -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        run_id = get_current_context()["ti"].xcom_pull(task_ids=plan_id, key="run_id")
+        ti = get_current_context()["ti"]
+        run_id = ti.xcom_pull(task_ids=plan_id, key="run_id")
         if run_id is None:
-            # only reached when planning failed (a skipped sync skips this task too)
+            error = ti.xcom_pull(task_ids=plan_id, key="error")
+            if error is None:  # planning never ran: an earlier task failed, that one says why
+                raise AirflowSkipException(f"the {stage} run was not planned")
             raise AirflowFailException(
-                f"the {stage} run was not planned (see task {plan_id}); nothing was pushed"
+                f"the {stage} run could not be planned, nothing was pushed: {error}"
             )
         result = tasks.finish(path, int(run_id))
         if result["status"] == "failed":
@@ -172,6 +179,14 @@ def build_onboarding(integration: Integration, callbacks: Sequence[FailureCallba
                 maximum=50,
                 description="records in the sample Grip's project manager reviews (10 to 50)",
             ),
+            "data_types": Param(
+                list(spec.data_types),
+                type="array",
+                items={"type": "string", "enum": list(spec.data_types)},
+                minItems=1,
+                uniqueItems=True,
+                description="data types the sample is drawn from (all of them are imported)",
+            ),
         },
         doc_md=(
             f"Onboarding of **{name}** ({integration.path.name}): push a sample, wait for the "
@@ -182,9 +197,13 @@ def build_onboarding(integration: Integration, callbacks: Sequence[FailureCallba
         @task(pool=POOL, execution_timeout=timedelta(hours=1), retries=0)
         def push_sample() -> dict[str, Any]:
             context = get_current_context()
-            sample_size = int(context["params"]["sample_size"])
+            params = context["params"]
             plan = tasks.prepare(
-                path, "sample", label=str(context["run_id"]), sample_size=sample_size
+                path,
+                "sample",
+                label=str(context["run_id"]),
+                sample_size=int(params["sample_size"]),
+                sample_data_types=list(params["data_types"]),
             )
             for chunk in plan["chunks"]:
                 tasks.push(path, chunk["run_id"], chunk["chunk_no"])

@@ -50,10 +50,15 @@ def open_ledger(integration: Integration) -> Iterator[Ledger]:
         finally:
             ledger.close()
         return
+    # the ledger makes its own engine from the URL, with its settings (WAL and a busy timeout
+    # on SQLite, pre-ping on servers); the provider's engine only resolved the connection
+    url = engine.url
+    engine.dispose()
+    ledger = Ledger(url)
     try:
-        yield Ledger(engine)
+        yield ledger
     finally:
-        engine.dispose()
+        ledger.close()
 
 
 def grip_client(integration: Integration) -> GripClient:
@@ -78,7 +83,14 @@ def _source_builder(config: Any, **kwargs: Any) -> Any:
     return build_source_from_airflow(config, **kwargs)
 
 
-def prepare(path: str, stage: str, *, label: str, sample_size: int | None = None) -> dict[str, Any]:
+def prepare(
+    path: str,
+    stage: str,
+    *,
+    label: str,
+    sample_size: int | None = None,
+    sample_data_types: list[str] | None = None,
+) -> dict[str, Any]:
     """Read, map, validate and plan a stage; return its run id and the chunks to push."""
     from grip.sync import prepare_run
 
@@ -89,6 +101,7 @@ def prepare(path: str, stage: str, *, label: str, sample_size: int | None = None
             stage,
             ledger=ledger,
             sample_size=sample_size,
+            sample_data_types=sample_data_types,
             source_builder=_source_builder,
             label=label,
         )

@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -114,6 +114,7 @@ def prepare_run(
     ledger: Ledger,
     dry_run: bool = False,
     sample_size: int | None = None,
+    sample_data_types: Collection[str] | None = None,
     source_builder: SourceBuilder | None = None,
     engine: Any = None,
     sftp_client: Any = None,
@@ -134,6 +135,8 @@ def prepare_run(
         ledger: the ledger.
         dry_run: only plan; the plan and a report are the whole result.
         sample_size: records in a sample (10 to 50); the integration's ``sample_size`` if None.
+        sample_data_types: the data types a sample is drawn from; every data type if None.
+            Every data type is still read and validated, and the approval covers them all.
         source_builder: builds each data type's source; ``grip.sources.build_source`` if None.
         engine: a SQLAlchemy engine for SQL sources (Airflow passes one built from a conn).
         sftp_client: an open SFTP client for SFTP sources.
@@ -157,6 +160,13 @@ def prepare_run(
     spec = integration.spec
     if sample_size is not None and not 1 <= sample_size <= 50:
         raise ConfigError(f"sample size {sample_size} is out of range: choose 10 to 50 records")
+    if sample_data_types is not None:
+        unknown = sorted(set(sample_data_types) - set(spec.data_types))
+        if unknown or not sample_data_types:
+            raise ConfigError(
+                f"sample data types {sorted(sample_data_types)} of {spec.name}: choose one or "
+                f"more of {', '.join(spec.data_types)}"
+            )
     mappings = load_mappings(integration)
     fingerprint = mappings_fingerprint({dt: m.fingerprint for dt, m in mappings.items()})
     state = ledger.integration(spec.name)
@@ -195,6 +205,7 @@ def prepare_run(
         work_dir=work_dir,
         report_dir=report_dir,
         sample_size=sample_size or spec.sample_size,
+        sample_data_types=None if sample_data_types is None else frozenset(sample_data_types),
         source_builder=source_builder,
         engine=engine,
         sftp_client=sftp_client,
@@ -226,6 +237,7 @@ class _Preparer:
         work_dir: Path,
         report_dir: Path,
         sample_size: int,
+        sample_data_types: frozenset[str] | None,
         source_builder: SourceBuilder | None,
         engine: Any,
         sftp_client: Any,
@@ -276,6 +288,7 @@ class _Preparer:
         # the data type (Grip keys profiles by it within the application).
         self.key_set = KeySet()
         self.sample = stage == "sample"
+        self.sample_data_types = sample_data_types
         self.selector = SampleSelector(sample_size, self.spec.application.languages)
         self.writer = ChunkWriter(
             work_dir,
@@ -562,7 +575,8 @@ class _Preparer:
         self._keys(data_type, ids, rows, actions)
         self._refresh(data_type, ids, sources, positions, actions, index)
         if self.sample:
-            self.selector.offer_json(data_type, ids, payloads)
+            if self.sample_data_types is None or data_type in self.sample_data_types:
+                self.selector.offer_json(data_type, ids, payloads)
             mask = np.ones(len(ids), dtype=bool)
         else:
             mask = to_push(actions, self.stage)

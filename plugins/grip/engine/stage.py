@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ def run_stage(
     ledger: Ledger | None = None,
     progress: Progress | None = None,
     sample_size: int | None = None,
+    sample_data_types: Collection[str] | None = None,
     source_builder: SourceBuilder | None = None,
     engine: Any = None,
     sftp_client: Any = None,
@@ -51,7 +53,8 @@ def run_stage(
         client_settings: how to reach Grip when no client is given.
         ledger: the ledger; :func:`open_ledger` for the integration if None.
         progress: progress receiver (a progress bar in the CLI).
-        sample_size, source_builder, engine, sftp_client, work_root, report_root, label:
+        sample_size, sample_data_types, source_builder, engine, sftp_client, work_root,
+        report_root, label:
             as for :func:`prepare_run`.
 
     Returns:
@@ -67,6 +70,7 @@ def run_stage(
             ledger=ledger,
             dry_run=dry_run,
             sample_size=sample_size,
+            sample_data_types=sample_data_types,
             source_builder=source_builder,
             engine=engine,
             sftp_client=sftp_client,
