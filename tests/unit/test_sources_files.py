@@ -645,3 +645,20 @@ def test_source_file_round_trips_through_its_dict():
 def test_source_settings_are_checked(data, message):
     with pytest.raises(ValidationError, match=message):
         TypeAdapter(SourceConfig).validate_python(data)
+
+
+def test_archive_files_moves_the_named_files_from_a_new_source(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    drop(inbox, "a.csv", "id\n1\n", time.time() - 50)
+    drop(inbox, "b.csv", "id\n2\n", time.time() - 40)
+    config = FileSourceConfig(
+        kind="file", path=str(inbox), select="unprocessed", archive_folder="archive"
+    )
+
+    with build_source(config) as source:
+        moved = source.archive_files(["a.csv", "gone.csv"])
+
+    assert [Path(p).name for p in moved] == ["a.csv"]
+    assert sorted(p.name for p in inbox.iterdir()) == ["archive", "b.csv"]
+    assert (inbox / "archive" / "a.csv").read_text() == "id\n1\n"

@@ -162,7 +162,8 @@ def push(path: str, run_id: int, chunk_no: int) -> dict[str, Any]:
 
 
 def finish(path: str, run_id: int, *, read_back: bool = False) -> dict[str, Any]:
-    """Close a run: totals, status, the integration's stage and the report files."""
+    """Close a run: totals, status, the integration's stage, the report; archive its files."""
+    from grip.engine.archive import archive_run_files
     from grip.sync import finish_run
 
     integration = load_integration(path)
@@ -172,6 +173,7 @@ def finish(path: str, run_id: int, *, read_back: bool = False) -> dict[str, Any]
                 report = finish_run(run_id, ledger=ledger, client=client)
         else:
             report = finish_run(run_id, ledger=ledger)
+        archive_run_files(integration, run_id, ledger=ledger, source_builder=_source_builder)
     _log_report(report)
     result: dict[str, Any] = {
         "run_id": run_id,

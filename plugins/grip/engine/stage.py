@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grip.config import Integration
+from grip.engine.archive import archive_run_files
 from grip.engine.common import open_ledger
 from grip.engine.finish import dry_run_report, fail_quietly, finish_run
 from grip.engine.prepare import SourceBuilder, prepare_run
@@ -91,13 +92,15 @@ def run_stage(
                 assert client is not None
                 push_chunk(plan.run_id, chunk.chunk_no, client, ledger=ledger, progress=progress)
             progress.finish("push")
-            return finish_run(plan.run_id, ledger=ledger, client=client)
+            report = finish_run(plan.run_id, ledger=ledger, client=client)
         except BaseException as err:
             fail_quietly(ledger, plan.run_id, err)
             raise
         finally:
             if owned is not None:
                 owned.close()
+        archive_run_files(integration, plan.run_id, ledger=ledger, source_builder=source_builder)
+        return report
     finally:
         if own_ledger:
             ledger.close()

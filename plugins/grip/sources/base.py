@@ -229,6 +229,13 @@ class Source:
         """
         return []
 
+    def archive_files(self, names: Collection[str]) -> list[str]:
+        """Move the named files to the archive folder, from a source opened after the run.
+
+        Sources without files, or without an archive folder, do nothing.
+        """
+        return []
+
     def describe(self) -> str:
         """One line, free of secrets, saying what this source reads, for logs and reports."""
         return self.kind

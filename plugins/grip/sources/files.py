@@ -195,6 +195,28 @@ class DropSource(Source):
             self.files.append(record)
             self._read.append(entry)
 
+    def archive_files(self, names: Collection[str]) -> list[str]:
+        """Move the named files of the folder to ``archive_folder``, after the run that read them.
+
+        The engine calls this once a run's files count as processed in the ledger, with a new
+        source: the one that read them is long closed by then. A name no longer in the folder
+        is left alone (moved by hand, or archived by an earlier attempt).
+        """
+        if not self.archive_folder or not names:
+            return []
+        self.open()
+        present = self._matching()
+        moved = []
+        for name in sorted(names):
+            entry = present.get(name)
+            if entry is None:
+                logger.info("%s: %s is no longer there; nothing to archive", self.describe(), name)
+                continue
+            target = self._move(entry, self.archive_folder)
+            logger.info("%s: archived %s to %s", self.describe(), name, target)
+            moved.append(target)
+        return moved
+
     def archive(self) -> list[str]:
         """Move every file read to ``archive_folder``; a name taken there gets a time suffix."""
         if not self.archive_folder or not self._read:
