@@ -794,46 +794,47 @@ class Ledger:
         self, integration: str, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], str]:
         """Return the accepted hash of each ``(data_type, registration_id)`` that has one."""
-        by_type: dict[str, list[str]] = {}
-        for data_type, registration_id in keys:
-            by_type.setdefault(data_type, []).append(registration_id)
-        out: dict[tuple[str, str], str] = {}
         r = _records.c
-        with self._begin() as conn:
-            for data_type, ids in by_type.items():
-                for start in range(0, len(ids), _BATCH):
-                    stmt = sa.select(r.registration_id, r.accepted_hash).where(
-                        r.integration == integration,
-                        r.data_type == data_type,
-                        r.registration_id.in_(ids[start : start + _BATCH]),
-                        r.accepted_hash.is_not(None),
-                    )
-                    for registration_id, accepted_hash in conn.execute(stmt):
-                        out[(data_type, registration_id)] = accepted_hash
-        return out
+        return self._by_keys(integration, keys, r.accepted_hash, r.accepted_hash.is_not(None))
 
     def outcomes_in_run(
         self, integration: str, run_id: int, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], str]:
         """The last outcome of each key among ``keys`` whose last push belongs to ``run_id``."""
+        r = _records.c
+        return self._by_keys(
+            integration,
+            keys,
+            r.last_outcome,
+            r.last_run_id == run_id,
+            r.last_pushed_at.is_not(None),
+            r.last_outcome.in_(["created", "updated", "rejected", "failed"]),
+        )
+
+    def _by_keys(
+        self,
+        integration: str,
+        keys: Iterable[tuple[str, str]],
+        column: sa.ColumnElement[Any],
+        *conditions: sa.ColumnElement[bool],
+    ) -> dict[tuple[str, str], Any]:
+        """One column of the records among ``keys`` that meet ``conditions``, in batches."""
         by_type: dict[str, list[str]] = {}
         for data_type, registration_id in keys:
             by_type.setdefault(data_type, []).append(registration_id)
-        out: dict[tuple[str, str], str] = {}
+        out: dict[tuple[str, str], Any] = {}
         r = _records.c
         with self._begin() as conn:
             for data_type, ids in by_type.items():
                 for start in range(0, len(ids), _BATCH):
-                    stmt = sa.select(r.registration_id, r.last_outcome).where(
+                    stmt = sa.select(r.registration_id, column).where(
                         r.integration == integration,
                         r.data_type == data_type,
                         r.registration_id.in_(ids[start : start + _BATCH]),
-                        r.last_run_id == run_id,
-                        r.last_pushed_at.is_not(None),
-                        r.last_outcome.in_(["created", "updated", "rejected", "failed"]),
+                        *conditions,
                     )
-                    for rid, outcome in conn.execute(stmt):
-                        out[(data_type, rid)] = outcome
+                    for registration_id, value in conn.execute(stmt):
+                        out[(data_type, registration_id)] = value
         return out
 
     def accepted_payloads(
