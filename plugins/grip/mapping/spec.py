@@ -149,7 +149,20 @@ class Step(_Strict):
         return _one_of(self, TRANSFORMS, "a transform")
 
 
-class FieldSpec(_Strict):
+class _ColumnShorthand(_Strict):
+    """A spec that may be written as a bare column name; its ``const`` is kept as text."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"column": value}
+        if isinstance(value, dict) and "const" in value:
+            return {**value, "const": _as_text(value["const"])}
+        return value
+
+
+class FieldSpec(_ColumnShorthand):
     """How one top-level payload field is filled: a column, a constant or a template.
 
     A bare string is short for ``{column: <string>}``.
@@ -162,22 +175,13 @@ class FieldSpec(_Strict):
     default: str | None = None
     required: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"column": value}
-        if isinstance(value, dict) and "const" in value:
-            return {**value, "const": _as_text(value["const"])}
-        return value
-
     @model_validator(mode="after")
     def _one_origin(self) -> FieldSpec:
         _one_of(self, ("column", "const", "template"), "a field")
         return self
 
 
-class MetadataSpec(_Strict):
+class MetadataSpec(_ColumnShorthand):
     """One ``metadata_raw`` key: where its values come from and in which languages.
 
     Values come from one ``column`` (split into several with ``split``), several ``columns``
@@ -198,15 +202,6 @@ class MetadataSpec(_Strict):
     output_languages: list[str] | None = Field(default=None, min_length=1)
     unknown: Literal["reject", "keep", "drop"] = "reject"
     required: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"column": value}
-        if isinstance(value, dict) and "const" in value:
-            return {**value, "const": _as_text(value["const"])}
-        return value
 
     @field_validator("translate")
     @classmethod
