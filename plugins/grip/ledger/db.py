@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ LEDGER_URL_ENV = "GRIP_LEDGER_URL"
 
 # NOTE: a fixed key so that every process migrating the same PostgreSQL ledger queues on one lock.
 _PG_LOCK_KEY = 0x67726970  # "grip"
+_SQLITE_BUSY_SECONDS = 30
 
 
 def default_ledger_url() -> str:
@@ -53,7 +56,7 @@ def create_ledger_engine(url: str | URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+        engine = sa.create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_SECONDS})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(parsed, pool_pre_ping=True)
@@ -61,10 +64,33 @@ def create_ledger_engine(url: str | URL) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
+        _enable_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL journaling, waiting while another connection holds it.
+
+    SQLite answers ``database is locked`` at once, without its busy handler, when two
+    connections switch a new file's journal mode at the same moment; so the switch is tried
+    again until the busy timeout has passed.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        else:
+            return
 
 
 def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> str:
