@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 # Fault flags: (settings key, type, help).
 _FAULT_FLAGS: tuple[tuple[str, Any, str], ...] = (
-    ("latency_ms", float, "fixed delay of every API answer, in milliseconds"),
+    ("latency_ms", float, "time from an API request's arrival to its answer, in milliseconds"),
     ("jitter_ms", float, "extra delay drawn from 0 to this many milliseconds"),
     ("rate_limit_rps", float, "API requests per second let through; more get 429"),
     ("rate_limit_burst", int, "requests that may arrive at once before the limit bites"),

@@ -66,7 +66,7 @@ class FaultSettings(_Strict):
     """Fault and load switches; the same keys as ``POST /_sandbox/settings``.
 
     Attributes:
-        latency_ms: Fixed delay added to every API answer.
+        latency_ms: Time from an API request's arrival to its answer, the sandbox's work included.
         jitter_ms: Extra delay drawn uniformly from 0 to this value.
         rate_limit_rps: Requests per second let through; None switches the limit off.
         rate_limit_burst: Requests that may arrive at once before the limit bites.

@@ -8,7 +8,7 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from sandbox.app import ABORT_EXTENSION, create_app
+from sandbox.app import ABORT_EXTENSION, ARRIVED_EXTENSION, create_app
 from sandbox.config import SandboxConfig
 
 logger = logging.getLogger(__name__)
@@ -19,13 +19,17 @@ class DroppingHttpToolsProtocol(HttpToolsProtocol):
 
     Each request's scope carries ``extensions["sandbox.abort"]``, a callable that closes the
     connection at once: the client gets no status line at all, as when a proxy or the network
-    fails, instead of the 500 that an app exception would give.
+    fails, instead of the 500 that an app exception would give. It also carries
+    ``extensions["sandbox.arrived"]``, the moment the request began to arrive, from which the
+    latency switch counts.
     """
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         scope = cast(dict[str, Any], self.scope)
-        scope.setdefault("extensions", {})[ABORT_EXTENSION] = self.transport.abort
+        extensions = scope.setdefault("extensions", {})
+        extensions[ABORT_EXTENSION] = self.transport.abort
+        extensions[ARRIVED_EXTENSION] = self.loop.time()
 
 
 def serve(config: SandboxConfig, host: str, port: int, *, access_log: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import pytest
@@ -100,6 +101,37 @@ def test_transient_faults_are_retried_until_every_record_is_stored(sandbox, faul
         error_500_share=0, error_502_share=0, error_503_share=0, drop_share=0, slow_share=0
     )
     assert len(sandbox.profiles()) == 30
+
+
+def test_a_payload_that_is_not_json_fails_unsent_and_the_rest_go_on(sandbox):
+    bad = payload("NAN", headline=float("nan"))
+    with client_for(sandbox) as client:
+        outcomes = push_all(client, [payload("OK1"), bad, payload("OK2")])
+
+    assert outcomes["NAN"].outcome is Outcome.FAILED
+    assert outcomes["NAN"].attempts == 0
+    assert "JSON" in outcomes["NAN"].reason
+    assert {outcomes["OK1"].outcome, outcomes["OK2"].outcome} == {Outcome.CREATED}
+    assert requests_made(sandbox) == 2
+
+
+def test_proxy_settings_of_the_environment_are_honoured(sandbox, monkeypatch):
+    with socket.socket() as placeholder:  # a port nothing listens on: the proxy is down
+        placeholder.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{placeholder.getsockname()[1]}"
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with client_for(sandbox, max_attempts=1) as client:
+        through_proxy = next(client.push([payload("PX1")]))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with client_for(sandbox, max_attempts=1) as client:
+        direct = next(client.push([payload("PX2")]))
+
+    assert through_proxy.outcome is Outcome.FAILED
+    assert "connection" in through_proxy.reason
+    assert direct.outcome is Outcome.CREATED
+    assert [p["registration_id"] for p in sandbox.profiles()] == ["PX2"]
 
 
 def test_a_record_that_runs_out_of_attempts_ends_failed_with_its_last_reason(sandbox):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import threading
 import time
 from typing import Any
 
@@ -155,6 +156,25 @@ def test_latency_delays_every_api_answer(sandbox: SandboxServer) -> None:
 
     assert baseline < 0.2
     assert all(0.25 <= t < 1.5 for t in elapsed), elapsed
+
+
+def test_latency_runs_from_arrival_and_the_push_is_stored_within_it(sandbox: SandboxServer) -> None:
+    sandbox.configure(latency_ms=600)
+    answered: list[float] = []
+    started = time.perf_counter()
+    worker = threading.Thread(target=lambda: answered.append(timed_push(sandbox, "EARLY")[0]))
+    worker.start()
+
+    # the store is written when the request comes in; only the answer waits out the latency
+    deadline = started + 0.5
+    while sandbox.stats()["requests"] == 0 and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    stored_after = time.perf_counter() - started
+    worker.join(timeout=10)
+
+    assert stored_after < 0.5
+    assert [p["registration_id"] for p in sandbox.profiles()] == ["EARLY"]
+    assert 0.6 <= answered[0] < 1.5
 
 
 def test_jitter_spreads_the_delay(sandbox: SandboxServer) -> None:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import requests
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
@@ -37,35 +48,64 @@ class Judgement:
 
 
 def judge_response(response: requests.Response, now: float | None = None) -> Judgement:
-    """Classify one HTTP answer of ``POST /thing/register``."""
-    status = response.status_code
-    body = _json_or_none(response)
+    """Classify one HTTP answer of ``POST /thing/register`` given as a ``requests`` response."""
+    return judge_answer(response.status_code, response.headers, response.content, now)
+
+
+def judge_answer(
+    status: int, headers: Mapping[str, str], content: bytes, now: float | None = None
+) -> Judgement:
+    """Classify one HTTP answer of ``POST /thing/register``: its status, headers and body."""
+    body = _json_or_none(content)
     if status in AUTH_STATUS:
-        return Judgement(Verdict.STOP, status, _message(body, response) or "token refused")
+        return Judgement(Verdict.STOP, status, _message(body, content) or "token refused")
     if status in RETRIABLE_STATUS:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        retry_after = parse_retry_after(headers.get("Retry-After"), now)
         return Judgement(Verdict.RETRY, status, f"HTTP {status}", retry_after=retry_after)
     if 400 <= status < 500:
-        return Judgement(Verdict.REJECT, status, _message(body, response) or f"HTTP {status}")
+        return Judgement(Verdict.REJECT, status, _message(body, content) or f"HTTP {status}")
     if status >= 500 or status < 200 or status >= 300:
-        return Judgement(Verdict.FAIL, status, f"HTTP {status}: {_message(body, response)}")
+        return Judgement(Verdict.FAIL, status, f"HTTP {status}: {_message(body, content)}")
     if not isinstance(body, dict):
         return Judgement(Verdict.RETRY, status, "answer was not a JSON envelope")
     if body.get("success") is not True:
-        return Judgement(Verdict.REJECT, status, _message(body, response) or "success: false")
+        return Judgement(Verdict.REJECT, status, _message(body, content) or "success: false")
     data: dict[str, Any] = body["data"] if isinstance(body.get("data"), dict) else {}
     grip_id = data.get("id") if isinstance(data.get("id"), int) else None
     return Judgement(Verdict.STORED, status, grip_id=grip_id, created=data.get("created") is True)
 
 
-def judge_error(error: requests.RequestException) -> Judgement:
-    """Classify a request that got no HTTP answer at all."""
-    if isinstance(error, requests.Timeout):
-        kind = "connect timeout" if isinstance(error, requests.ConnectTimeout) else "read timeout"
-        return Judgement(Verdict.RETRY, None, kind)
-    if isinstance(error, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
-        return Judgement(Verdict.RETRY, None, f"connection dropped ({type(error).__name__})")
-    return Judgement(Verdict.FAIL, None, f"request failed ({type(error).__name__})")
+def judge_error(error: Exception) -> Judgement:
+    """Classify a request that got no HTTP answer at all.
+
+    Takes the errors of ``requests`` and those of the ``urllib3`` pool under it alike.
+    """
+    name = type(error).__name__
+    if isinstance(error, requests.ConnectTimeout | ConnectTimeoutError) and not isinstance(
+        error, NewConnectionError
+    ):
+        return Judgement(Verdict.RETRY, None, "connect timeout")
+    if isinstance(error, requests.Timeout | ReadTimeoutError | TimeoutError):
+        return Judgement(Verdict.RETRY, None, "read timeout")
+    if isinstance(error, requests.exceptions.SSLError | SSLError) and _untrusted(error):
+        return Judgement(Verdict.FAIL, None, f"TLS certificate refused ({_first_line(error)})")
+    if isinstance(
+        error,
+        requests.ConnectionError
+        | requests.exceptions.ChunkedEncodingError
+        | NewConnectionError
+        | ProtocolError
+        | ProxyError
+        | SSLError
+        | ClosedPoolError,
+    ) or (isinstance(error, OSError) and not isinstance(error, requests.RequestException)):
+        return Judgement(Verdict.RETRY, None, f"connection dropped ({name})")
+    return Judgement(Verdict.FAIL, None, f"request failed ({name}: {_first_line(error)})")
+
+
+def _untrusted(error: Exception) -> bool:
+    """Whether a TLS error is the server's certificate failing verification (no retry helps)."""
+    return "certificate verify failed" in str(error).lower()
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -90,16 +130,20 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
-def _json_or_none(response: requests.Response) -> Any:
+def _json_or_none(content: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
         return None
 
 
-def _message(body: Any, response: requests.Response) -> str:
+def _message(body: Any, content: bytes) -> str:
     if isinstance(body, dict):
         for key in ("message", "error", "errors"):
             if body.get(key):
                 return str(body[key])[:_REASON_LIMIT]
-    return response.text[:_REASON_LIMIT].strip()
+    return content[: _REASON_LIMIT * 4].decode("utf-8", "replace")[:_REASON_LIMIT].strip()
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [""])[0][:_REASON_LIMIT]
