@@ -3,10 +3,11 @@
 Measured in one run, on one machine, client and sandbox sharing its cores:
 
 - ceiling: the client pushing with no latency and no limit (what the machine allows);
-- bare: a plain ``requests`` loop with the same threads against the same sandbox; the client's
-  share of it is the client's own overhead;
-- latency: 20 ms answers at concurrency 1, 4, 16 and 32, each as a share of
-  ``min(concurrency / latency, ceiling)``;
+- raw: plain ``http.client`` connections with the same threads against the same sandbox, no
+  library and no bookkeeping; the client's share of it is the client's own overhead;
+- latency: 20 ms answers at concurrency 1, 4, 16 and 32, each as a share of the ideal
+  ``concurrency / latency``, next to the raw loop's share at the same concurrency (what the
+  sandbox and the machine leave possible), and as a share of ``min(ideal, ceiling)``;
 - adaptive: a sandbox limited to R requests per second and a client not told R; the achieved
   rate over R, and the share of requests answered 429.
 
@@ -16,14 +17,14 @@ Every figure is the median of ``--runs`` runs.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import statistics
 import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 from bench._machine import describe, machine_facts
 from grip.api import ClientSettings, GripClient
@@ -66,9 +67,10 @@ class Bench:
         stats["second_half_rps"] = (len(half) - 1) / (half[-1] - half[0]) if len(half) > 2 else 0
         return len(stamps) / elapsed, stats
 
-    def bare_rate(self, count: int, threads: int) -> float:
+    def raw_rate(self, count: int, threads: int) -> float:
+        """The same pushes from plain ``http.client`` connections: no library, no bookkeeping."""
         bodies = [json.dumps(p).encode() for p in self.payloads(count)]
-        url = f"{self.server.base_url}/thing/register"
+        url = urlsplit(f"{self.server.base_url}/thing/register")
         headers = {
             "Authorization": f"Bearer {self.server.token}",
             "Content-Type": "application/json",
@@ -76,13 +78,17 @@ class Bench:
         lock = threading.Lock()
 
         def work() -> None:
-            session = requests.Session()
+            connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
             while True:
                 with lock:
                     if not bodies:
                         return
                     body = bodies.pop()
-                session.post(url, data=body, headers=headers, timeout=30).raise_for_status()
+                connection.request("POST", url.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"the sandbox answered {answer.status}")
 
         workers = [threading.Thread(target=work) for _ in range(threads)]
         started = time.monotonic()
@@ -121,14 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         ceiling, raw = median_of(
             args.runs, lambda: bench.client_rate(3000, concurrency=threads, adaptive=False)
         )
-        bare, _ = median_of(args.runs, lambda: bench.bare_rate(3000, threads))
+        raw, _ = median_of(args.runs, lambda: bench.raw_rate(3000, threads))
         result["ceiling_rps"] = round(ceiling, 1)
-        result["bare_requests_rps"] = round(bare, 1)
-        result["client_share_of_bare"] = round(ceiling / bare, 3)
+        result["raw_http_rps"] = round(raw, 1)
+        result["client_share_of_raw"] = round(ceiling / raw, 3)
         print(f"ceiling (client, no latency, {threads} threads): {ceiling:.0f} req/s")
         print(
-            f"bare requests loop, same threads: {bare:.0f} req/s; "
-            f"client reaches {100 * ceiling / bare:.0f}% of it"
+            f"plain http.client loop, same threads: {raw:.0f} req/s; "
+            f"client reaches {100 * ceiling / raw:.0f}% of it"
         )
 
         latency = args.latency_ms / 1000
@@ -142,17 +148,23 @@ def main(argv: list[str] | None = None) -> int:
                 args.runs,
                 lambda c=concurrency, n=count: bench.client_rate(n, concurrency=c, adaptive=False),
             )
+            plain, _ = median_of(
+                args.runs, lambda c=concurrency, n=count: bench.raw_rate(n, threads=c)
+            )
             row = {
                 "concurrency": concurrency,
                 "rps": round(rate, 1),
                 "ideal_rps": round(ideal, 1),
                 "share_of_ideal": round(rate / ideal, 3),
+                "raw_http_rps": round(plain, 1),
+                "raw_share_of_ideal": round(plain / ideal, 3),
                 "share_of_possible": round(rate / expected, 3),
             }
             rows.append(row)
             print(
                 f"latency {args.latency_ms:.0f} ms, concurrency {concurrency:2}: {rate:6.0f} "
-                f"req/s = {100 * rate / ideal:5.1f}% of ideal {ideal:.0f}, "
+                f"req/s = {100 * rate / ideal:5.1f}% of ideal {ideal:.0f} "
+                f"(plain http.client: {100 * plain / ideal:5.1f}%), "
                 f"{100 * rate / expected:5.1f}% of min(ideal, ceiling)"
             )
         result["latency_ms"] = args.latency_ms
