@@ -11,6 +11,7 @@ from grip.engine.plan import (
     ExampleKeeper,
     LedgerIndex,
     PlanCounts,
+    SortedKeys,
     diff_payloads,
     find_duplicates,
     hash_payloads,
@@ -220,3 +221,29 @@ def test_index_scales_to_a_million_records() -> None:
     assert counts.changed == 1000
     assert counts.unchanged == n - 1000
     assert index.vanished(["visitor"]).empty
+
+
+def test_sorted_keys_find_each_row_and_miss_what_is_not_there():
+    rng = np.random.default_rng(3)
+    keys = rng.integers(-(2**63), 2**63 - 1, 5000, dtype=np.int64)
+    rows = np.arange(5000, dtype=np.int64) * 7
+    index = SortedKeys(keys, rows)
+    wanted = np.concatenate([keys[::-1], [keys.max() + 1, keys.min() - 1, 12345]])
+
+    found = index.rows_of(wanted)
+
+    assert found[:5000].tolist() == rows[::-1].tolist()
+    assert found[5000:].tolist() == [-1, -1, -1]
+    assert index.rows_of(np.array([], dtype=np.int64)).tolist() == []
+    assert (
+        SortedKeys(np.array([], dtype=np.int64), np.array([])).rows_of(keys[:3]).tolist()
+        == [-1] * 3
+    )
+
+
+def test_sorted_keys_drop_a_shared_key_or_keep_its_first_row():
+    keys = np.array([5, 9, 5, 1, 5], dtype=np.int64)
+    rows = np.array([10, 11, 12, 13, 14], dtype=np.int64)
+
+    assert SortedKeys(keys, rows, drop_shared=True).rows_of(keys).tolist() == [-1, 11, -1, 13, -1]
+    assert SortedKeys(keys, rows).rows_of(np.array([5, 1])).tolist() == [10, 13]

@@ -48,6 +48,52 @@ def hash_payloads(payload_json: Iterable[str]) -> np.ndarray:
     return np.fromiter((content_hash(text) for text in payload_json), dtype=object)
 
 
+class SortedKeys:
+    """64-bit keys sorted once and found by binary search, each with the row it stands for.
+
+    For a million source hashes this is built several times faster than a hash index and
+    looked up about as fast, and numpy does both without holding the interpreter.
+
+    Args:
+        keys: the keys, in any order.
+        rows: the row each key stands for.
+        drop_shared: leave out every key that occurs more than once (no row can be told).
+            Otherwise a key that occurs more than once stands for its first row.
+    """
+
+    def __init__(self, keys: np.ndarray, rows: np.ndarray, *, drop_shared: bool = False):
+        keys = np.asarray(keys, dtype=np.int64)
+        # a stable order only matters where a shared key must stand for its first row
+        order = np.argsort(keys, kind="quicksort" if drop_shared else "stable")
+        self.keys = keys[order]
+        self.rows = np.asarray(rows, dtype=np.int64)[order]
+        if drop_shared and len(self.keys) > 1:
+            same = self.keys[1:] == self.keys[:-1]
+            shared = np.zeros(len(self.keys), dtype=bool)
+            shared[1:] |= same
+            shared[:-1] |= same
+            self.keys, self.rows = self.keys[~shared], self.rows[~shared]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows_of(self, wanted: np.ndarray) -> np.ndarray:
+        """The row of each wanted key, or -1 where the key is not there."""
+        wanted = np.asarray(wanted, dtype=np.int64)
+        out = np.full(len(wanted), -1, dtype=np.int64)
+        if not len(self.keys) or not len(wanted):
+            return out
+        # NOTE: searched in sorted order, each search starts where the last one ended: several
+        # times faster than random probes into a table larger than the CPU's caches
+        order = np.argsort(wanted)
+        at = np.empty(len(wanted), dtype=np.int64)
+        at[order] = np.searchsorted(self.keys, wanted[order])
+        np.minimum(at, len(self.keys) - 1, out=at)
+        found = self.keys[at] == wanted
+        out[found] = self.rows[at[found]]
+        return out
+
+
 class LedgerIndex:
     """The ledger's side of a plan for one integration, indexed once per run.
 
@@ -66,12 +112,12 @@ class LedgerIndex:
         names = ("data_type", "source_hash", "registration_id", "reasons")
         empty: dict[str, list[Any]] = {name: [] for name in names}
         self.fates = fates.reset_index(drop=True) if fates is not None else pd.DataFrame(empty)
-        self._fate_index: dict[str, tuple[pd.Index, np.ndarray]] = {}
+        self._fate_index: dict[str, SortedKeys] = {}
         self._arrow: dict[str, pa.Array] = {}
         self._index: dict[str, pd.Index] = {}
         self._rows: dict[str, np.ndarray] = {}
         self._seen: dict[str, np.ndarray] = {}
-        self._fast: dict[str, tuple[pd.Index, np.ndarray]] = {}
+        self._fast: dict[str, SortedKeys] = {}
         types = self._column("data_type")
         for data_type in pc.unique(types).to_pylist():
             mask = pc.fill_null(pc.equal(types, data_type), False)
@@ -172,15 +218,9 @@ class LedgerIndex:
         """
         if data_type not in self._fast:
             self._fast[data_type] = self._build_fast(data_type)
-        index, rows = self._fast[data_type]
-        if not len(index):
-            return np.full(len(source_hashes), -1, dtype=np.int64)
-        local = index.get_indexer(np.asarray(source_hashes, dtype=np.int64))
-        out = np.full(len(local), -1, dtype=np.int64)
-        out[local >= 0] = rows[local[local >= 0]]
-        return out
+        return self._fast[data_type].rows_of(source_hashes)
 
-    def _build_fast(self, data_type: str) -> tuple[pd.Index, np.ndarray]:
+    def _build_fast(self, data_type: str) -> SortedKeys:
         rows = self._rows.get(data_type, np.array([], dtype=np.int64))
 
         def pick(name: str) -> pa.Array:
@@ -201,27 +241,19 @@ class LedgerIndex:
         )
         eligible = pc.or_(holds, invalid).to_numpy(zero_copy_only=False)
         rows = rows[eligible & self._has_source[rows]]
-        hashes = pd.Index(self._source[rows])
         # NOTE: a hash shared by two records cannot tell them apart: both take the full path
-        unique = ~hashes.duplicated(keep=False)
-        return pd.Index(self._source[rows][unique]), rows[unique]
+        return SortedKeys(self._source[rows], rows, drop_shared=True)
 
     def fate_positions(self, data_type: str, source_hashes: np.ndarray) -> np.ndarray:
         """Return the row in :attr:`fates` of each source row set aside before, else -1."""
         if data_type not in self._fate_index:
             rows = np.flatnonzero((self.fates["data_type"] == data_type).to_numpy(dtype=bool))
             hashes = self.fates["source_hash"].iloc[rows].astype("Int64")
-            self._fate_index[data_type] = (
-                pd.Index(hashes.to_numpy(dtype=np.int64, na_value=0)),
-                rows,
+            known = hashes.notna().to_numpy()
+            self._fate_index[data_type] = SortedKeys(
+                hashes.to_numpy(dtype=np.int64, na_value=0)[known], rows[known]
             )
-        index, rows = self._fate_index[data_type]
-        if not len(index):
-            return np.full(len(source_hashes), -1, dtype=np.int64)
-        local = index.get_indexer(np.asarray(source_hashes, dtype=np.int64))
-        out = np.full(len(local), -1, dtype=np.int64)
-        out[local >= 0] = rows[local[local >= 0]]
-        return out
+        return self._fate_index[data_type].rows_of(source_hashes)
 
     def fate_records(self, data_type: str, positions: np.ndarray) -> np.ndarray:
         """The ledger row of the record each set-aside row's registration id names (-1: none).

@@ -606,7 +606,9 @@ def _arrow_table_to_pandas(table: pa.Table | None, length: int) -> pd.DataFrame:
 def _arrow_to_frame(table: pa.Table, names: list[str], kinds: list[Kind | None]) -> pd.DataFrame:
     import pandas as pd
 
-    table = table.rename_columns(names)
+    # NOTE: one chunk per column (the COPY blocks arrive as many): later row selections are
+    # then a plain take instead of one over dozens of chunks, in the planning thread
+    table = table.rename_columns(names).combine_chunks()
     decimals = [name for name, kind in zip(names, kinds, strict=True) if kind == "decimal"]
     frame = _arrow_table_to_pandas(table.drop_columns(decimals), table.num_rows)
     for name in decimals:
