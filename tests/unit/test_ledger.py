@@ -169,6 +169,8 @@ def test_outcomes_keep_the_last_accepted_version(ledger: Ledger) -> None:
     assert state.loc["A", "accepted_hash"] == "h1"
     assert state.loc["C", "last_outcome"] == "rejected"
     assert pd.isna(state.loc["C", "accepted_hash"])
+    # sent hashes, whether they equal the accepted one, differ from it or stand alone
+    assert state["sent_hash"].to_dict() == {"A": "h2", "B": "hb", "C": "hc"}
     other = ledger.load_state("demo", ["exhibitor"])
     assert other.empty
     assert list(other.columns) == list(STATE_COLUMNS)
