@@ -247,15 +247,21 @@ def _child(case: str, integration_path: str, work: str) -> dict[str, Any]:
     started = time.perf_counter()
     out: dict[str, Any] = {}
     if case == "read":
+        from grip.engine.bulk import bulk_work
         from grip.sources import build_source
         from grip.sync import load_mappings
 
         spec = load_mappings(integration)["visitor"]
         count = 0
         started = time.perf_counter()
-        with build_source(
-            integration.spec.data_types["visitor"].source, required_columns=spec.required_columns
-        ) as source:
+        # NOTE: under the process settings the sync's read and plan run under, for a fair floor
+        with (
+            bulk_work(),
+            build_source(
+                integration.spec.data_types["visitor"].source,
+                required_columns=spec.required_columns,
+            ) as source,
+        ):
             for frame in source.chunks():
                 count += len(frame)
         out["rows"] = count

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import secrets
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +16,11 @@ import sqlalchemy as sa
 
 from grip.api import ClientSettings, GripClient
 from grip.config import Integration, load_integration
+from grip.engine.bulk import huge_pages_disabled
 from grip.errors import ConfigError, StageRefusedError
 from grip.ledger import Ledger, Stage
 from grip.report import PROBLEMS_CSV, read_report
+from grip.sources import build_source
 from grip.sync import record_decision, run_stage
 from tests.unit.test_ledger import pg_schema_url
 
@@ -163,6 +167,33 @@ def test_full_then_sync_without_change_sends_nothing(feed: Feed) -> None:
     assert report.counts["skipped_unchanged"] == 60  # not one row was mapped again
     assert report.counts["to_push"] == 0
     assert feed.ledger.integration(feed.integration.name).stage is Stage.LIVE
+
+
+def test_the_read_and_plan_run_under_bulk_settings_that_end_with_them(feed: Feed) -> None:
+    feed.onboard()
+    seen: list[tuple[bool, bool | None]] = []
+
+    def recording_builder(config, **kwargs):
+        source = build_source(config, **kwargs)
+        chunks = source.chunks
+
+        def recorded():
+            for frame in chunks():
+                seen.append((gc.isenabled(), huge_pages_disabled()))
+                yield frame
+
+        source.chunks = recorded
+        return source
+
+    thp_before = huge_pages_disabled()
+    report = feed.run("sync", source_builder=recording_builder)
+
+    assert report.counts["planned_unchanged"] == 60
+    assert seen, "the source was not read"
+    expected_thp = True if sys.platform.startswith("linux") else None
+    assert set(seen) == {(False, expected_thp)}
+    assert gc.isenabled()
+    assert huge_pages_disabled() == thp_before
 
 
 def test_one_changed_row_sends_exactly_one_request(feed: Feed) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from grip.config import Integration
+from grip.engine.bulk import bulk_work
 from grip.engine.common import jsonable, load_mappings, reason_key, rounded
 from grip.engine.finish import fail_quietly
 from grip.engine.gate import check_stage, mappings_fingerprint, refusal
@@ -212,7 +213,8 @@ def prepare_run(
         progress=progress or NoProgress(),
     )
     try:
-        plan = preparer.run(fingerprint, warnings, state)
+        with bulk_work():
+            plan = preparer.run(fingerprint, warnings, state)
     except BaseException as err:
         if run_id is not None:
             with contextlib.suppress(Exception):
