@@ -7,7 +7,6 @@ import datetime as dt
 import decimal
 import logging
 import os
-import queue
 import re
 import threading
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
@@ -630,40 +629,20 @@ def _python_value(value: Any) -> Any:
 # PostgreSQL COPY ------------------------------------------------------------------------------
 
 _COPY_BLOCK = 1 << 20
-_COPY_QUEUE = 3
 
 
-class _CopyStopped(Exception):
-    """The reader of a COPY went away; the writing thread stops."""
+def _pipe() -> tuple[Any, Any]:
+    """A pipe as a buffered reader and writer; the kernel's buffer widened to a block if it can.
 
+    COPY hands its writer one row at a time: a buffered file's ``write`` takes each in C,
+    and the interpreter is released while a full buffer goes into the pipe.
+    """
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        import fcntl
 
-class _BlockWriter:
-    """What COPY writes into: gathers rows into blocks of about 1 MiB for a bounded queue."""
-
-    def __init__(self, blocks: queue.Queue[bytes | None], stop: threading.Event) -> None:
-        self._blocks = blocks
-        self._stop = stop
-        self._buffer = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        if len(self._buffer) >= _COPY_BLOCK:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
-        return len(data)
-
-    def finish(self) -> None:
-        if self._buffer:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
-        self._put(None)
-
-    def _put(self, block: bytes | None) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(queue.Full):
-                self._blocks.put(block, timeout=0.2)
-                return
-        raise _CopyStopped
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _COPY_BLOCK)
+    return open(read_fd, "rb", buffering=_COPY_BLOCK), open(write_fd, "wb", buffering=_COPY_BLOCK)
 
 
 def _record_end(data: bytes) -> int:
@@ -689,33 +668,31 @@ def _copy_batches(
 ) -> Iterator[Any]:
     """Run COPY on a thread; parse its CSV with Arrow, block by block, as it arrives.
 
-    Memory stays bounded whatever the size of the table: a few blocks of about 1 MiB wait in
-    a queue, and the thread waits when the queue is full.
+    Memory stays bounded whatever the size of the table: COPY writes into a pipe whose ends
+    buffer about 1 MiB each, and the thread waits while the pipe is full.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=_COPY_QUEUE)
-    stop = threading.Event()
-    writer = _BlockWriter(blocks, stop)
+    reader, sink = _pipe()
     failure: list[BaseException] = []
 
     def produce() -> None:
         try:
             if type(raw).__module__.startswith("psycopg2"):
                 with raw.cursor() as cursor:
-                    cursor.copy_expert(copy_sql, writer, size=_COPY_BLOCK)
+                    cursor.copy_expert(copy_sql, sink)
             else:
                 with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
                     for data in copy:
-                        writer.write(data)
-            writer.finish()
-        except _CopyStopped:
-            pass
+                        sink.write(data)
+        except BrokenPipeError:
+            pass  # the reader went away
         except BaseException as err:
             failure.append(err)
-            with contextlib.suppress(_CopyStopped):
-                writer.finish()
+        finally:
+            with contextlib.suppress(OSError):
+                sink.close()
 
     positional = [f"c{i}" for i in range(len(kinds))]
     read_options = pacsv.ReadOptions(column_names=positional, use_threads=False)
@@ -751,7 +728,7 @@ def _copy_batches(
     done = False
     try:
         carry = b""
-        while (block := blocks.get()) is not None:
+        while block := reader.read(_COPY_BLOCK):
             data = carry + block if carry else block
             cut = _record_end(data)
             carry = data[cut:]
@@ -765,14 +742,12 @@ def _copy_batches(
         done = True
     finally:
         if not done and thread.is_alive():
-            stop.set()
             try:
                 raw.cancel()
             except Exception:
                 logger.debug("%s: cancelling COPY failed", where, exc_info=True)
-            while thread.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    blocks.get(timeout=0.2)
+        # NOTE: a writer still blocked on the full pipe gets a broken pipe and stops
+        reader.close()
         thread.join(timeout=30)
 
 
