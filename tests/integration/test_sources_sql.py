@@ -6,6 +6,7 @@ import datetime as dt
 import gc
 import time
 import tracemalloc
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pandas as pd
@@ -15,7 +16,8 @@ import sqlalchemy as sa
 
 from grip.errors import SourceError
 from grip.sources import SqlSourceConfig, build_source
-from tests.harness.services import free_port
+from grip.sources.sql import _sends_valid_utf8
+from tests.harness.services import free_port, scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -650,3 +652,63 @@ def test_airflow_unknown_connection_id(airflow_home):
         SourceError, match=r"connection id 'no_such_conn' is not defined in Airflow"
     ):
         build_source_from_airflow(config)
+
+
+@pytest.fixture(scope="module")
+def sql_ascii_url(pg_url: str) -> Iterator[str]:
+    """A database whose encoding is SQL_ASCII: PostgreSQL stores and sends its bytes unchecked."""
+    from tests.conftest import PG_ADMIN_URL, _scratch_name
+
+    yield from scratch_database(
+        PG_ADMIN_URL,
+        _scratch_name("grip_ascii"),
+        create_sql="CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+        "TEMPLATE template0",
+    )
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_text_from_a_utf8_database_is_not_checked_again_and_reads_whole(pg_url, driver) -> None:
+    engine = _engine(pg_url, driver)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS src_utf8")
+        conn.exec_driver_sql("CREATE TABLE src_utf8 (reg_id text, name text)")
+        conn.exec_driver_sql(
+            "INSERT INTO src_utf8 VALUES ('R1', %(a)s), ('R2', %(b)s)", {"a": CYRILLIC, "b": MIXED}
+        )
+    with engine.connect() as conn:
+        assert _sends_valid_utf8(conn.connection.driver_connection)
+    config = SqlSourceConfig(kind="sql", url="unused://", table="src_utf8", method="copy")
+    with build_source(config, engine=engine) as source:
+        frame = pd.concat(list(source.chunks()))
+    assert frame["name"].tolist() == [CYRILLIC, MIXED]
+    engine.dispose()
+
+
+def test_bytes_from_a_sql_ascii_database_are_checked_and_bad_ones_named(sql_ascii_url) -> None:
+    engine = _engine(sql_ascii_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS src_bytes")
+        conn.exec_driver_sql("CREATE TABLE src_bytes (reg_id text, name text)")
+        conn.exec_driver_sql("INSERT INTO src_bytes VALUES ('R1', 'plain'), ('R2', E'bad \\xff')")
+    with engine.connect() as conn:
+        assert not _sends_valid_utf8(conn.connection.driver_connection)
+    config = SqlSourceConfig(kind="sql", url="unused://", table="src_bytes", method="copy")
+    with (
+        build_source(config, engine=engine) as source,
+        pytest.raises(SourceError, match=r"src_bytes.*could not be read from COPY.*method: cursor"),
+    ):
+        list(source.chunks())
+    engine.dispose()
+
+
+def test_a_psycopg_connection_to_a_sql_ascii_database_is_not_trusted_with_utf8(
+    sql_ascii_url,
+) -> None:
+    import psycopg
+
+    url = sa.make_url(sql_ascii_url)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database
+    ) as raw:
+        assert not _sends_valid_utf8(raw)

@@ -707,6 +707,7 @@ def _copy_batches(
         quoted_strings_can_be_null=False,
         true_values=["t"],
         false_values=["f"],
+        check_utf8=not _sends_valid_utf8(raw),
     )
 
     def parse(data: bytes) -> Any:
@@ -749,6 +750,28 @@ def _copy_batches(
         # NOTE: a writer still blocked on the full pipe gets a broken pipe and stops
         reader.close()
         thread.join(timeout=30)
+
+
+def _sends_valid_utf8(raw: Any) -> bool:
+    """Whether PostgreSQL checks every text it sends on this connection as valid UTF-8.
+
+    It does when the client encoding is UTF-8 and the server's is a real one (with SQL_ASCII
+    the bytes are stored and sent unchecked); Arrow then need not check them again.
+    """
+    try:
+        if type(raw).__module__.startswith("psycopg2"):
+            client = raw.encoding
+            server = raw.get_parameter_status("server_encoding")
+        else:
+            client = raw.info.parameter_status("client_encoding")
+            server = raw.info.parameter_status("server_encoding")
+    except Exception:
+        return False
+    names = [v.decode() if isinstance(v, bytes) else v for v in (client, server)]
+    if any(not isinstance(v, str) for v in names):
+        return False
+    client_name, server_name = (v.upper().replace("-", "") for v in names)
+    return client_name in ("UTF8", "UNICODE") and server_name != "SQLASCII"
 
 
 def _abandon_unbuffered_result(conn: Connection) -> None:
