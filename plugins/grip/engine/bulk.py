@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +82,22 @@ def _leave() -> None:
 
 def _prctl(option: int, value: int = 0) -> int | None:
     """``prctl(option, value)``'s answer, or None where there is no such call or it failed."""
-    if not sys.platform.startswith("linux"):
+    prctl = _prctl_call()
+    if prctl is None:
         return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        answer = int(libc.prctl(option, value, 0, 0, 0))
-    except (OSError, AttributeError):
-        return None
+    answer = int(prctl(option, value, 0, 0, 0))
     if answer < 0:
         log.debug("prctl(%d) failed: errno %d", option, ctypes.get_errno())
         return None
     return answer
+
+
+@functools.cache
+def _prctl_call() -> Any:
+    """The C library's ``prctl``, looked up once; None off Linux or where it is missing."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None

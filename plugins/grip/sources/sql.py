@@ -679,7 +679,7 @@ def _copy_batches(
 
     def produce() -> None:
         try:
-            if type(raw).__module__.startswith("psycopg2"):
+            if _is_psycopg2(raw):
                 with raw.cursor() as cursor:
                     cursor.copy_expert(copy_sql, sink)
             else:
@@ -752,6 +752,11 @@ def _copy_batches(
         thread.join(timeout=30)
 
 
+def _is_psycopg2(raw: Any) -> bool:
+    """Whether a PostgreSQL driver connection is psycopg2's (else psycopg 3's)."""
+    return type(raw).__module__.startswith("psycopg2")
+
+
 def _sends_valid_utf8(raw: Any) -> bool:
     """Whether PostgreSQL checks every text it sends on this connection as valid UTF-8.
 
@@ -759,7 +764,7 @@ def _sends_valid_utf8(raw: Any) -> bool:
     the bytes are stored and sent unchecked); Arrow then need not check them again.
     """
     try:
-        if type(raw).__module__.startswith("psycopg2"):
+        if _is_psycopg2(raw):
             client = raw.encoding
             server = raw.get_parameter_status("server_encoding")
         else:
@@ -790,7 +795,7 @@ def _abandon_unbuffered_result(conn: Connection) -> None:
 
 def _mogrify(raw: Any, sql: str, params: dict[str, Any]) -> str:
     """Bind parameters into SQL text for COPY, which cannot take them, with the driver's quoting."""
-    if type(raw).__module__.startswith("psycopg2"):
+    if _is_psycopg2(raw):
         with raw.cursor() as cursor:
             return str(cursor.mogrify(sql, params).decode())
     import psycopg
