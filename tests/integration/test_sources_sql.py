@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from grip.errors import SourceError
+from grip.pgcopy import sends_valid_utf8
 from grip.sources import SqlSourceConfig, build_source
-from grip.sources.sql import _sends_valid_utf8
 from tests.harness.services import free_port, scratch_database
 
 pytestmark = pytest.mark.integration
@@ -677,7 +677,7 @@ def test_text_from_a_utf8_database_is_not_checked_again_and_reads_whole(pg_url, 
             "INSERT INTO src_utf8 VALUES ('R1', %(a)s), ('R2', %(b)s)", {"a": CYRILLIC, "b": MIXED}
         )
     with engine.connect() as conn:
-        assert _sends_valid_utf8(conn.connection.driver_connection)
+        assert sends_valid_utf8(conn.connection.driver_connection)
     config = SqlSourceConfig(kind="sql", url="unused://", table="src_utf8", method="copy")
     with build_source(config, engine=engine) as source:
         frame = pd.concat(list(source.chunks()))
@@ -692,7 +692,7 @@ def test_bytes_from_a_sql_ascii_database_are_checked_and_bad_ones_named(sql_asci
         conn.exec_driver_sql("CREATE TABLE src_bytes (reg_id text, name text)")
         conn.exec_driver_sql("INSERT INTO src_bytes VALUES ('R1', 'plain'), ('R2', E'bad \\xff')")
     with engine.connect() as conn:
-        assert not _sends_valid_utf8(conn.connection.driver_connection)
+        assert not sends_valid_utf8(conn.connection.driver_connection)
     config = SqlSourceConfig(kind="sql", url="unused://", table="src_bytes", method="copy")
     with (
         build_source(config, engine=engine) as source,
@@ -711,4 +711,4 @@ def test_a_psycopg_connection_to_a_sql_ascii_database_is_not_trusted_with_utf8(
     with psycopg.connect(
         host=url.host, port=url.port, user=url.username, dbname=url.database
     ) as raw:
-        assert not _sends_valid_utf8(raw)
+        assert not sends_valid_utf8(raw)

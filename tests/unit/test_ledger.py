@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from grip.errors import LedgerError
 from grip.ledger import (
+    LEAN_STATE_COLUMNS,
     STATE_COLUMNS,
     FileEntry,
     Ledger,
@@ -174,6 +175,22 @@ def test_outcomes_keep_the_last_accepted_version(ledger: Ledger) -> None:
     other = ledger.load_state("demo", ["exhibitor"])
     assert other.empty
     assert list(other.columns) == list(STATE_COLUMNS)
+    # without the content hashes: a flag says what Grip holds, the hashes are asked for
+    for data_types in (None, ["visitor"], ["visitor", "exhibitor"]):
+        lean = ledger.load_state("demo", data_types, hashes=False)
+        assert list(lean.columns) == list(LEAN_STATE_COLUMNS)
+        lean = lean.set_index("registration_id")
+        assert lean["accepted"].to_dict() == {"A": True, "B": True, "C": False}
+        assert set(lean["data_type"]) == {"visitor"}
+        assert lean.loc["C", "last_outcome"] == "rejected"
+    assert list(ledger.load_state("demo", ["exhibitor"], hashes=False).columns) == list(
+        LEAN_STATE_COLUMNS
+    )
+    assert ledger.content_state("demo", "visitor", ["A", "C", "nobody", "A"]) == {
+        "A": ("h1", "h2", "rejected"),
+        "C": (None, "hc", "rejected"),
+    }
+    assert ledger.content_state("demo", "exhibitor", ["A"]) == {}
     assert ledger.record_counts("demo") == {"visitor": {"rejected": 2, "created": 1}}
 
 
@@ -374,3 +391,28 @@ def test_many_problems_keep_every_value(ledger: Ledger) -> None:
     ledger.record_problems(run, problems, integration="demo", update_records=False)
     assert list(ledger.problems(run)) == problems
     assert ledger.record("demo", "visitor", "R1") == {}
+
+
+@pytest.mark.integration
+def test_a_copy_that_fails_half_way_raises_instead_of_giving_part_of_the_state(
+    pg_url: str,
+) -> None:
+    from grip.ledger.repository import _pg_copy_frame
+
+    engine = sa.create_engine(pg_url)
+    # rows stream out before the failing one: the reader has parsed part of the text
+    failing = sa.literal_column("CASE WHEN g < 200000 THEN g ELSE 1 / (g - g) END")
+    stmt = sa.select(failing.label("source_hash")).select_from(
+        sa.text("generate_series(1, 300000) AS g")
+    )
+    try:
+        with engine.connect() as conn, pytest.raises(Exception, match="division by zero"):
+            _pg_copy_frame(conn, stmt)
+        whole = sa.select(sa.literal_column("g").label("source_hash")).select_from(
+            sa.text("generate_series(1, 300000) AS g")
+        )
+        with engine.connect() as conn:
+            frame = _pg_copy_frame(conn, whole)
+        assert frame["source_hash"].tolist() == list(range(1, 300001))
+    finally:
+        engine.dispose()

@@ -32,6 +32,28 @@ def _state(rows: list[tuple]) -> pd.DataFrame:
     )
 
 
+def _index(rows: list[tuple], *, hashes: bool, asked: list | None = None) -> LedgerIndex:
+    """A ledger index over ``rows`` (see :func:`_state`), with its content hashes or without.
+
+    Without them the index asks a lookup over the same rows, noting each question in ``asked``.
+    """
+    state = _state(rows)
+    if hashes:
+        return LedgerIndex(state)
+    contents = {
+        (dt, rid): (accepted, sent, outcome) for dt, rid, accepted, sent, outcome, *_ in rows
+    }
+
+    def lookup(data_type: str, ids: list[str]) -> dict:
+        if asked is not None:
+            asked.append((data_type, sorted(ids)))
+        return {rid: contents[(data_type, rid)] for rid in ids if (data_type, rid) in contents}
+
+    lean = state.drop(columns=["accepted_hash", "sent_hash"])
+    lean.insert(2, "accepted", state["accepted_hash"].notna().to_numpy(dtype=bool))
+    return LedgerIndex(lean, contents=lookup)
+
+
 def test_hash_ignores_key_order_and_whitespace() -> None:
     a = canonical_json({"b": 1, "a": {"y": [1, 2], "x": "Иван"}})
     b = canonical_json({"a": {"x": "Иван", "y": [1, 2]}, "b": 1})
@@ -60,22 +82,25 @@ def test_hash_ignores_key_order_and_whitespace() -> None:
         (("h1", "h1", "invalid"), "h2", Action.CHANGED),
     ],
 )
-def test_classification_rules(ledger_row, current, expected) -> None:
+@pytest.mark.parametrize("hashes", [True, False], ids=["hashes", "looked-up"])
+def test_classification_rules(ledger_row, current, expected, hashes: bool) -> None:
     rows = [] if ledger_row is None else [("visitor", "R1", *ledger_row)]
-    index = LedgerIndex(_state(rows))
+    index = _index(rows, hashes=hashes)
     actions = index.classify("visitor", np.array(["R1"], dtype=object), np.array([current]))
     assert list(actions) == [expected.value]
 
 
-def test_classification_is_per_data_type_and_keeps_chunk_order() -> None:
-    index = LedgerIndex(
-        _state(
-            [
-                ("visitor", "A", "ha", "ha", "created"),
-                ("visitor", "B", "hb", "hb", "created"),
-                ("exhibitor", "A", "hx", "hx", "created"),
-            ]
-        )
+@pytest.mark.parametrize("hashes", [True, False], ids=["hashes", "looked-up"])
+def test_classification_is_per_data_type_and_keeps_chunk_order(hashes: bool) -> None:
+    asked: list = []
+    index = _index(
+        [
+            ("visitor", "A", "ha", "ha", "created"),
+            ("visitor", "B", "hb", "hb", "created"),
+            ("exhibitor", "A", "hx", "hx", "created"),
+        ],
+        hashes=hashes,
+        asked=asked,
     )
     ids = np.array(["C", "B", "A"], dtype=object)
     actions = index.classify("visitor", ids, np.array(["hc", "hb", "changed"], dtype=object))
@@ -83,19 +108,21 @@ def test_classification_is_per_data_type_and_keeps_chunk_order() -> None:
     # the exhibitor A is another record: same id, different data type
     assert list(index.classify("exhibitor", np.array(["A"]), np.array(["hx"]))) == ["unchanged"]
     assert list(index.classify("representative", np.array(["A"]), np.array(["hx"]))) == ["new"]
+    # only records the ledger knows are asked about, by data type
+    assert asked == ([] if hashes else [("visitor", ["A", "B"]), ("exhibitor", ["A"])])
 
 
-def test_vanished_are_the_accepted_records_the_run_did_not_see() -> None:
-    index = LedgerIndex(
-        _state(
-            [
-                ("visitor", "A", "ha", "ha", "created"),
-                ("visitor", "B", "hb", "hb", "created"),
-                ("visitor", "C", None, None, "invalid"),
-                ("visitor", "D", "hd", "hd", "updated"),
-                ("exhibitor", "E", "he", "he", "created"),
-            ]
-        )
+@pytest.mark.parametrize("hashes", [True, False], ids=["hashes", "looked-up"])
+def test_vanished_are_the_accepted_records_the_run_did_not_see(hashes: bool) -> None:
+    index = _index(
+        [
+            ("visitor", "A", "ha", "ha", "created"),
+            ("visitor", "B", "hb", "hb", "created"),
+            ("visitor", "C", None, None, "invalid"),
+            ("visitor", "D", "hd", "hd", "updated"),
+            ("exhibitor", "E", "he", "he", "created"),
+        ],
+        hashes=hashes,
     )
     index.classify("visitor", np.array(["A"]), np.array(["ha"]))
     index.classify("visitor", np.array(["D", "Z"]), np.array(["x", "z"]))
@@ -105,8 +132,9 @@ def test_vanished_are_the_accepted_records_the_run_did_not_see() -> None:
     assert list(index.vanished(["visitor", "exhibitor"])["registration_id"]) == ["B", "E"]
 
 
-def test_empty_ledger_plans_everything_new() -> None:
-    index = LedgerIndex(_state([]))
+@pytest.mark.parametrize("hashes", [True, False], ids=["hashes", "looked-up"])
+def test_empty_ledger_plans_everything_new(hashes: bool) -> None:
+    index = _index([], hashes=hashes)
     actions = index.classify("visitor", np.array(["A", "B"]), np.array(["1", "2"]))
     assert list(actions) == ["new", "new"]
     assert index.vanished(["visitor"]).empty
@@ -247,3 +275,9 @@ def test_sorted_keys_drop_a_shared_key_or_keep_its_first_row():
 
     assert SortedKeys(keys, rows, drop_shared=True).rows_of(keys).tolist() == [-1, 11, -1, 13, -1]
     assert SortedKeys(keys, rows).rows_of(np.array([5, 1])).tolist() == [10, 13]
+
+
+def test_a_state_without_hashes_needs_a_lookup() -> None:
+    lean = _state([]).drop(columns=["accepted_hash", "sent_hash"]).assign(accepted=False)
+    with pytest.raises(ValueError, match="look them up"):
+        LedgerIndex(lean)

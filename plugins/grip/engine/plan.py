@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -41,6 +41,8 @@ PUSHED_BY_SYNC = frozenset({Action.NEW, Action.CHANGED, Action.RETRY})
 PUSHED_BY_FULL = frozenset({Action.NEW, Action.CHANGED, Action.RETRY, Action.HELD})
 TEXT = pd.ArrowDtype(pa.string())
 KEY = ("data_type", "registration_id")
+ContentLookup = Callable[[str, list[str]], Mapping[str, tuple[str | None, str | None, str | None]]]
+"""``(data_type, registration_ids) -> {registration_id: (accepted, sent, last outcome)}``."""
 
 
 def hash_payloads(payload_json: Iterable[str]) -> np.ndarray:
@@ -98,8 +100,13 @@ class LedgerIndex:
     """The ledger's side of a plan for one integration, indexed once per run.
 
     Args:
-        state: the frame of :meth:`grip.ledger.Ledger.load_state` (one row per record).
+        state: the frame of :meth:`grip.ledger.Ledger.load_state` (one row per record), with
+            the content hashes or without them.
         fates: the frame of :meth:`grip.ledger.Ledger.load_fates`, for a sync's fast path.
+        contents: for a state without hashes, ``(data_type, registration_ids)`` ->
+            ``{registration_id: (accepted_hash, sent_hash, last_outcome)}``
+            (:meth:`grip.ledger.Ledger.content_state`), asked about the records a run
+            classifies.
 
     Columns stay in Arrow form; Python objects are made only for the rows a run asks about,
     and each data type's index of registration ids is built the first time it is needed. The
@@ -107,8 +114,18 @@ class LedgerIndex:
     source row claimed each record on the fast path (:meth:`claimed_by`).
     """
 
-    def __init__(self, state: pd.DataFrame, fates: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        state: pd.DataFrame,
+        fates: pd.DataFrame | None = None,
+        contents: ContentLookup | None = None,
+    ):
         self.state = state.reset_index(drop=True)
+        self._hashes = "accepted_hash" in self.state
+        if not self._hashes and contents is None:
+            raise ValueError("a ledger state without content hashes needs a way to look them up")
+        self._contents = contents
+        self._accepted = accepted_mask(self.state)
         names = ("data_type", "source_hash", "registration_id", "reasons")
         empty: dict[str, list[Any]] = {name: [] for name in names}
         self.fates = fates.reset_index(drop=True) if fates is not None else pd.DataFrame(empty)
@@ -197,13 +214,31 @@ class LedgerIndex:
 
     def classify_positions(self, positions: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """Classify records whose ledger rows are known (from :meth:`positions`)."""
-        return decide(
-            positions >= 0,
-            hashes,
-            self._take("accepted_hash", positions),
-            self._take("sent_hash", positions),
-            self._take("last_outcome", positions),
-        )
+        if self._hashes:
+            accepted = self._take("accepted_hash", positions)
+            sent = self._take("sent_hash", positions)
+            outcome = self._take("last_outcome", positions)
+        else:
+            accepted, sent, outcome = self._looked_up(positions)
+        return decide(positions >= 0, hashes, accepted, sent, outcome)
+
+    def _looked_up(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Accepted hash, sent hash and last outcome of ledger rows, asked of the ledger."""
+        assert self._contents is not None
+        out = [np.full(len(positions), None, dtype=object) for _ in range(3)]
+        known = np.flatnonzero(positions >= 0)
+        if not len(known):
+            return out[0], out[1], out[2]
+        ids = self._take("registration_id", positions[known])
+        types = self._take("data_type", positions[known])
+        for data_type in dict.fromkeys(types.tolist()):
+            mine = types == data_type
+            found = self._contents(str(data_type), [str(rid) for rid in ids[mine]])
+            missing = (None, None, None)
+            values = [found.get(str(rid), missing) for rid in ids[mine]]
+            for column, picked in zip(out, zip(*values, strict=True), strict=True):
+                column[known[mine]] = picked
+        return out[0], out[1], out[2]
 
     def fast_positions(self, data_type: str, source_hashes: np.ndarray) -> np.ndarray:
         """Return the ledger row of each source row whose fate is known already, else -1.
@@ -231,15 +266,14 @@ class LedgerIndex:
 
         outcome = pick("last_outcome")
         reason = pick("last_reason")
-        holds = pc.and_(
-            pc.fill_null(pc.is_in(outcome, pa.array(list(HOLDS_ACCEPTED))), False),
-            pc.is_valid(pick("accepted_hash")),
-        )
+        holds = pc.fill_null(pc.is_in(outcome, pa.array(list(HOLDS_ACCEPTED))), False)
         invalid = pc.and_(
             pc.fill_null(pc.equal(outcome, "invalid"), False),
             pc.fill_null(pc.invert(pc.match_substring(reason, DUPLICATE_RULE)), False),
         )
-        eligible = pc.or_(holds, invalid).to_numpy(zero_copy_only=False)
+        eligible = (holds.to_numpy(zero_copy_only=False) & self._accepted[rows]) | invalid.to_numpy(
+            zero_copy_only=False
+        )
         rows = rows[eligible & self._has_source[rows]]
         # NOTE: a hash shared by two records cannot tell them apart: both take the full path
         return SortedKeys(self._source[rows], rows, drop_shared=True)
@@ -371,7 +405,14 @@ class LedgerIndex:
     def vanished(self, data_types: Iterable[str]) -> pd.DataFrame:
         """Records of ``data_types`` that Grip holds but that the run did not see in the source."""
         unseen = self.unseen(data_types)
-        return unseen[unseen["accepted_hash"].notna().to_numpy()].reset_index(drop=True)
+        return unseen[accepted_mask(unseen)].reset_index(drop=True)
+
+
+def accepted_mask(state: pd.DataFrame) -> np.ndarray:
+    """Whether Grip holds an accepted payload of each record of a ledger state frame."""
+    if "accepted_hash" in state:
+        return state["accepted_hash"].notna().to_numpy(dtype=bool)
+    return state["accepted"].to_numpy(dtype=bool)
 
 
 def _text(column: pd.Series) -> np.ndarray:

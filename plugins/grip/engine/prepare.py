@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import time
@@ -28,6 +29,7 @@ from grip.engine.plan import (
     ExampleKeeper,
     LedgerIndex,
     PlanCounts,
+    accepted_mask,
     find_duplicates,
     hash_payloads,
     to_push,
@@ -321,9 +323,14 @@ class _Preparer:
         }
 
     def _load_index(self) -> LedgerIndex:
+        if not self.fast_path:
+            return LedgerIndex(self.ledger.load_state(self.name, list(self.mappings)))
+        # NOTE: a sync compares most rows by their source hash alone: the content hashes of
+        # the few records whose rows changed are asked for as they come
         return LedgerIndex(
-            self.ledger.load_state(self.name, list(self.mappings)),
-            self.ledger.load_fates(self.name, list(self.mappings)) if self.fast_path else None,
+            self.ledger.load_state(self.name, list(self.mappings), hashes=False),
+            self.ledger.load_fates(self.name, list(self.mappings)),
+            functools.partial(self.ledger.content_state, self.name),
         )
 
     def run(self, fingerprint: str, warnings: list[str], state: Any) -> RunPlan:
@@ -982,7 +989,7 @@ class _Preparer:
         rows = []
         for data_type in self.snapshot_types:
             unseen = index.unseen([data_type])
-            gone = unseen[unseen["accepted_hash"].notna().to_numpy()]
+            gone = unseen[accepted_mask(unseen)]
             self.plan_counts.vanished += len(gone)
             previous = self.ledger.seen_run(self.name, data_type)
             for row in gone.itertuples(index=False):

@@ -11,6 +11,7 @@ from grip.ledger.db import (
 )
 from grip.ledger.models import RecordOutcome, RunStage, RunStatus, Stage
 from grip.ledger.repository import (
+    LEAN_STATE_COLUMNS,
     RUN_COUNTERS,
     STATE_COLUMNS,
     ChunkInfo,
@@ -24,6 +25,7 @@ from grip.ledger.repository import (
 )
 
 __all__ = [
+    "LEAN_STATE_COLUMNS",
     "LEDGER_URL_ENV",
     "RUN_COUNTERS",
     "STATE_COLUMNS",

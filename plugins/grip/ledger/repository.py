@@ -64,6 +64,21 @@ STATE_COLUMNS = (
 )
 """The columns of :meth:`Ledger.load_state`, the ledger's side of a plan."""
 
+LEAN_STATE_COLUMNS = (
+    "data_type",
+    "registration_id",
+    "accepted",
+    "last_outcome",
+    "last_seen_run_id",
+    "vanished_run_id",
+    "source_hash",
+    "last_reason",
+)
+"""The columns of :meth:`Ledger.load_state` without the content hashes: ``accepted`` says
+whether Grip holds an accepted payload of the record."""
+
+_LOOKUP_BATCH = 5_000
+
 _BATCH = 1_000
 
 
@@ -592,32 +607,83 @@ class Ledger:
 
     # -- records ------------------------------------------------------------------------------
 
-    def load_state(self, integration: str, data_types: Iterable[str] | None = None) -> pd.DataFrame:
+    def load_state(
+        self,
+        integration: str,
+        data_types: Iterable[str] | None = None,
+        *,
+        hashes: bool = True,
+    ) -> pd.DataFrame:
         """Return the ledger's side of a plan: one row per record, :data:`STATE_COLUMNS`.
 
         Read once per run; the plan compares it with the source in column form.
+
+        Args:
+            integration: the integration.
+            data_types: its data types to load; every one if None.
+            hashes: load the accepted and sent content hashes of every record. Without them
+                the frame has :data:`LEAN_STATE_COLUMNS`, about half the text to read: a sync
+                compares most rows by their source hash alone, and asks
+                :meth:`content_state` about the few records whose rows changed.
         """
         import pandas as pd
 
-        stmt = sa.select(*(_records.c[name] for name in STATE_COLUMNS)).where(
-            _records.c.integration == integration
-        )
-        if data_types is not None:
-            stmt = stmt.where(_records.c.data_type.in_(list(data_types)))
+        columns = STATE_COLUMNS if hashes else LEAN_STATE_COLUMNS
+        r = _records.c
+        wanted = None if data_types is None else list(dict.fromkeys(data_types))
+        # NOTE: a single data type is not read 1,000,000 times over: it is filled in after
+        constant = wanted[0] if wanted is not None and len(wanted) == 1 else None
+        selected = [
+            r.accepted_hash.is_not(None).label("accepted") if name == "accepted" else r[name]
+            for name in columns
+            if not (name == "data_type" and constant is not None)
+        ]
+        stmt = sa.select(*selected).where(r.integration == integration)
+        if wanted is not None:
+            stmt = stmt.where(r.data_type.in_(wanted))
         with self._begin() as conn:
             if conn.dialect.name == "postgresql":
-                frame = _pg_copy_frame(conn, _compact_state(stmt))
+                frame = _pg_copy_frame(conn, _compact_state(stmt) if hashes else stmt)
             else:
                 rows = conn.execute(stmt).all()
+                names = [column.name for column in selected]
                 # NOTE: column by column, so that 64-bit hashes never pass through float64
-                values = list(zip(*rows, strict=True)) if rows else [()] * len(STATE_COLUMNS)
+                values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
                 frame = pd.DataFrame(
                     {
                         name: pd.array(list(column), dtype=_state_dtype(name))
-                        for name, column in zip(STATE_COLUMNS, values, strict=True)
+                        for name, column in zip(names, values, strict=True)
                     }
                 )
-        return _typed_state(frame)
+        if constant is not None:
+            filled = pd.Series(constant, index=frame.index, dtype=_state_dtype("data_type"))
+            frame.insert(0, "data_type", filled)
+        return _typed_state(frame, columns)
+
+    def content_state(
+        self, integration: str, data_type: str, registration_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str | None, str | None]]:
+        """The accepted hash, sent hash and last outcome of records, by registration id.
+
+        What :meth:`load_state` leaves out without ``hashes``, for the records a plan asks
+        about; ids the ledger does not know are left out.
+        """
+        r = _records.c
+        out: dict[str, tuple[str | None, str | None, str | None]] = {}
+        ids = list(dict.fromkeys(registration_ids))
+        with self._begin() as conn:
+            size = _LOOKUP_BATCH if conn.dialect.name == "postgresql" else _BATCH
+            for start in range(0, len(ids), size):
+                stmt = sa.select(
+                    r.registration_id, r.accepted_hash, r.sent_hash, r.last_outcome
+                ).where(
+                    r.integration == integration,
+                    r.data_type == data_type,
+                    r.registration_id.in_(ids[start : start + size]),
+                )
+                for registration_id, accepted, sent, outcome in conn.execute(stmt):
+                    out[registration_id] = (accepted, sent, outcome)
+        return out
 
     def record_outcomes(
         self, run_id: int, entries: Sequence[OutcomeEntry], *, integration: str, chunk_no: int
@@ -1303,42 +1369,47 @@ def _compact_state(stmt: sa.Select[Any]) -> sa.Select[Any]:
 
 
 def _pg_copy_frame(conn: Connection, stmt: sa.Select[Any]) -> pd.DataFrame:
-    """Read a select through PostgreSQL's COPY into a frame: several times faster than rows."""
-    import io
+    """Read a select through PostgreSQL's COPY into a frame: several times faster than rows.
 
+    COPY's text goes through a pipe into Arrow's CSV reader as it comes, never whole in memory.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
+    from grip.pgcopy import CopyReader, sends_valid_utf8
+
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    buffer = io.BytesIO()
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    cursor: Any = raw.cursor()
-    try:
-        cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
-    finally:
-        cursor.close()
-    buffer.seek(0)
+    raw = conn.connection.driver_connection
     types = {
         "data_type": pa.string(),
         "registration_id": pa.string(),
         "accepted_hash": pa.string(),
         "sent_hash": pa.string(),
+        "accepted": pa.bool_(),
         "last_outcome": pa.string(),
         "last_seen_run_id": pa.int64(),
         "vanished_run_id": pa.int64(),
         "source_hash": pa.int64(),
         "last_reason": pa.string(),
     }
-    table = pacsv.read_csv(
-        buffer,
-        convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
-        ),
+    options = pacsv.ConvertOptions(
+        column_types=types,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+        check_utf8=not sends_valid_utf8(raw),
     )
+    copy_sql = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    with CopyReader(raw, copy_sql) as copy:
+        try:
+            table = pacsv.read_csv(copy.file, convert_options=options)
+        except pa.ArrowInvalid:
+            copy.check()  # a COPY that failed half way is the cause to report
+            raise
+        copy.check()
     if "sent_hash" in table.column_names and "accepted_hash" in table.column_names:
-        import pyarrow.compute as pc
-
         sent = table["sent_hash"]
         same = pc.fill_null(pc.equal(sent, _SAME_AS_ACCEPTED), False)
         table = table.set_column(
@@ -1360,11 +1431,11 @@ def _arrow_types(arrow_type: Any) -> Any:
     return None
 
 
-def _typed_state(frame: pd.DataFrame) -> pd.DataFrame:
+def _typed_state(frame: pd.DataFrame, columns: Sequence[str] = STATE_COLUMNS) -> pd.DataFrame:
     import pandas as pd
 
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
-    for name in STATE_COLUMNS:
+    for name in columns:
         column = frame[name] if name in frame else pd.Series([None] * len(frame))
         out[name] = column.reset_index(drop=True).astype(_state_dtype(name))
     return out
@@ -1376,6 +1447,8 @@ def _state_dtype(name: str) -> Any:
 
     if name.endswith("_run_id") or name == "source_hash":
         return pd.Int64Dtype()
+    if name == "accepted":
+        return bool
     return pd.ArrowDtype(pa.string())
 
 

@@ -8,11 +8,11 @@ import decimal
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from grip.errors import ConfigError, SourceError
+from grip.pgcopy import COPY_BLOCK, CopyReader, is_psycopg2, sends_valid_utf8
 from grip.sources.base import ROW_INDEX_NAME, SOURCE_FILE_ATTR, Source, check_required_columns
 
 if TYPE_CHECKING:
@@ -628,22 +628,6 @@ def _python_value(value: Any) -> Any:
 
 # PostgreSQL COPY ------------------------------------------------------------------------------
 
-_COPY_BLOCK = 1 << 20
-
-
-def _pipe() -> tuple[Any, Any]:
-    """A pipe as a buffered reader and writer; the kernel's buffer widened to a block if it can.
-
-    COPY hands its writer one row at a time: a buffered file's ``write`` takes each in C,
-    and the interpreter is released while a full buffer goes into the pipe.
-    """
-    read_fd, write_fd = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):
-        import fcntl
-
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _COPY_BLOCK)
-    return open(read_fd, "rb", buffering=_COPY_BLOCK), open(write_fd, "wb", buffering=_COPY_BLOCK)
-
 
 def _record_end(data: bytes) -> int:
     """Where the last complete CSV record of ``data`` ends (0 if none does).
@@ -674,26 +658,6 @@ def _copy_batches(
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    reader, sink = _pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            if _is_psycopg2(raw):
-                with raw.cursor() as cursor:
-                    cursor.copy_expert(copy_sql, sink)
-            else:
-                with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                    for data in copy:
-                        sink.write(data)
-        except BrokenPipeError:
-            pass  # the reader went away
-        except BaseException as err:
-            failure.append(err)
-        finally:
-            with contextlib.suppress(OSError):
-                sink.close()
-
     positional = [f"c{i}" for i in range(len(kinds))]
     read_options = pacsv.ReadOptions(column_names=positional, use_threads=False)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
@@ -707,7 +671,7 @@ def _copy_batches(
         quoted_strings_can_be_null=False,
         true_values=["t"],
         false_values=["f"],
-        check_utf8=not _sends_valid_utf8(raw),
+        check_utf8=not sends_valid_utf8(raw),
     )
 
     def parse(data: bytes) -> Any:
@@ -724,59 +688,20 @@ def _copy_batches(
                 "this source"
             ) from None
 
-    thread = threading.Thread(target=produce, name="grip-copy", daemon=True)
-    thread.start()
-    done = False
-    try:
+    with CopyReader(raw, copy_sql) as copy:
         carry = b""
-        while block := reader.read(_COPY_BLOCK):
+        while block := copy.file.read(COPY_BLOCK):
             data = carry + block if carry else block
             cut = _record_end(data)
             carry = data[cut:]
             if cut:
                 yield from parse(data[:cut]).to_batches()
-        thread.join()
-        if failure:
-            raise SourceError(f"{where}: the read failed ({reason(failure[0])})") from None
+        try:
+            copy.check()
+        except Exception as err:
+            raise SourceError(f"{where}: the read failed ({reason(err)})") from None
         if carry:
             yield from parse(carry).to_batches()
-        done = True
-    finally:
-        if not done and thread.is_alive():
-            try:
-                raw.cancel()
-            except Exception:
-                logger.debug("%s: cancelling COPY failed", where, exc_info=True)
-        # NOTE: a writer still blocked on the full pipe gets a broken pipe and stops
-        reader.close()
-        thread.join(timeout=30)
-
-
-def _is_psycopg2(raw: Any) -> bool:
-    """Whether a PostgreSQL driver connection is psycopg2's (else psycopg 3's)."""
-    return type(raw).__module__.startswith("psycopg2")
-
-
-def _sends_valid_utf8(raw: Any) -> bool:
-    """Whether PostgreSQL checks every text it sends on this connection as valid UTF-8.
-
-    It does when the client encoding is UTF-8 and the server's is a real one (with SQL_ASCII
-    the bytes are stored and sent unchecked); Arrow then need not check them again.
-    """
-    try:
-        if _is_psycopg2(raw):
-            client = raw.encoding
-            server = raw.get_parameter_status("server_encoding")
-        else:
-            client = raw.info.parameter_status("client_encoding")
-            server = raw.info.parameter_status("server_encoding")
-    except Exception:
-        return False
-    names = [v.decode() if isinstance(v, bytes) else v for v in (client, server)]
-    if any(not isinstance(v, str) for v in names):
-        return False
-    client_name, server_name = (v.upper().replace("-", "") for v in names)
-    return client_name in ("UTF8", "UNICODE") and server_name != "SQLASCII"
 
 
 def _abandon_unbuffered_result(conn: Connection) -> None:
@@ -795,7 +720,7 @@ def _abandon_unbuffered_result(conn: Connection) -> None:
 
 def _mogrify(raw: Any, sql: str, params: dict[str, Any]) -> str:
     """Bind parameters into SQL text for COPY, which cannot take them, with the driver's quoting."""
-    if _is_psycopg2(raw):
+    if is_psycopg2(raw):
         with raw.cursor() as cursor:
             return str(cursor.mogrify(sql, params).decode())
     import psycopg
