@@ -139,6 +139,8 @@ def _seed_ledger(integration_path: Path, ledger_url: str) -> dict[str, int]:
 
     The records get what a full run's pushes write (the payload's hash and the source row's
     hash, computed by the engine's own functions); no payload is stored, as no read needs one.
+    Rows set aside for reasons not tied to a record (no id, a repeated id, left out by a
+    filter) become row fates, as a full run leaves them.
     """
     import numpy as np
     import pandas as pd
@@ -169,8 +171,20 @@ def _seed_ledger(integration_path: Path, ledger_url: str) -> dict[str, int]:
         for frame in source.chunks():
             read += len(frame)
             by_row = pd.Series(row_hashes(frame, columns, seed), index=frame.index)
-            validated = validator.validate(mapper.map(frame))
+            mapped = mapper.map(frame)
+            validated = validator.validate(mapped)
             valid = validated.valid.rows
+            for name, rows in mapped.filtered_rows.items():
+                fates.append(
+                    pd.DataFrame(
+                        {
+                            "source_hash": by_row.reindex(rows).to_numpy(),
+                            "registration_id": None,
+                            "reasons": name,
+                            "outcome": "filtered",
+                        }
+                    )
+                )
             own = [
                 bool(r.registration_id) and not any(x.startswith("unique_key:") for x in r.reasons)
                 for r in validated.rejects
@@ -183,6 +197,7 @@ def _seed_ledger(integration_path: Path, ledger_url: str) -> dict[str, int]:
                         "source_hash": by_row.reindex([r.source_row for r in other]).to_numpy(),
                         "registration_id": [r.registration_id for r in other],
                         "reasons": ["; ".join(r.reasons) for r in other],
+                        "outcome": "invalid",
                     }
                 )
             )

@@ -59,10 +59,10 @@ def test_migrations_are_idempotent_and_match_the_models(ledger_url: str) -> None
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert upgrade(ledger_url) == "0004"
+    assert upgrade(ledger_url) == "0005"
     with Ledger(ledger_url) as ledger:
         run_id = ledger.start_run("demo", "full")
-        assert upgrade(ledger.engine) == "0004"
+        assert upgrade(ledger.engine) == "0005"
         assert ledger.run(run_id).stage == "full"
         with ledger.engine.connect() as conn:
             context = MigrationContext.configure(
@@ -326,7 +326,7 @@ def test_upgrade_keeps_the_data_of_an_older_ledger(ledger_url: str) -> None:
             )
         )
     engine.dispose()
-    assert upgrade(ledger_url) == "0004"
+    assert upgrade(ledger_url) == "0005"
     with Ledger(ledger_url) as ledger:
         record = ledger.record("demo", "visitor", "A")
         assert (record["accepted_hash"], record["source_hash"]) == ("h", None)

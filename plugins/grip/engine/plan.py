@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grip.ledger.models import HOLDS_ACCEPTED
+from grip.ledger.models import FATE_INVALID, HOLDS_ACCEPTED
 from grip.ledger.repository import DUPLICATE_RULE
 from grip.payload import content_hash
 
@@ -126,7 +126,7 @@ class LedgerIndex:
             raise ValueError("a ledger state without content hashes needs a way to look them up")
         self._contents = contents
         self._accepted = accepted_mask(self.state)
-        names = ("data_type", "source_hash", "registration_id", "reasons")
+        names = ("data_type", "source_hash", "registration_id", "reasons", "outcome")
         empty: dict[str, list[Any]] = {name: [] for name in names}
         self.fates = fates.reset_index(drop=True) if fates is not None else pd.DataFrame(empty)
         self._fate_index: dict[str, SortedKeys] = {}
@@ -299,7 +299,11 @@ class LedgerIndex:
             self._fate_record = np.full(len(self.fates), -1, dtype=np.int64)
         if data_type not in self._fate_record_done:
             self._fate_record_done.add(data_type)
-            mine = np.flatnonzero((self.fates["data_type"] == data_type).to_numpy(dtype=bool))
+            mine = np.flatnonzero(
+                ((self.fates["data_type"] == data_type) & self.fates["registration_id"].notna())
+                .fillna(False)
+                .to_numpy(dtype=bool)
+            )
             rows = self._rows.get(data_type)
             if len(mine) and rows is not None:
                 wanted = self._column("registration_id", self.fates).take(pa.array(mine))
@@ -319,6 +323,11 @@ class LedgerIndex:
         """The registration ids (None where the row had none) of set-aside rows."""
         taken = self._column("registration_id", self.fates).take(pa.array(positions))
         return np.asarray(taken.to_pylist(), dtype=object)
+
+    def fate_outcomes(self, positions: np.ndarray) -> np.ndarray:
+        """What set each row aside: ``invalid`` (validation) or ``filtered`` (a filter)."""
+        taken = self._column("outcome", self.fates).take(pa.array(positions, type=pa.int64()))
+        return np.asarray(pc.fill_null(taken, FATE_INVALID).to_pylist(), dtype=object)
 
     def fate_reasons(self, positions: np.ndarray) -> np.ndarray:
         """The reasons of set-aside rows."""

@@ -48,7 +48,7 @@ from grip.engine.workdir import (
     run_folder_name,
 )
 from grip.errors import ConfigError
-from grip.ledger import FileEntry, Ledger, Problem, Stage
+from grip.ledger import FATE_FILTERED, FileEntry, Ledger, Problem, RowFate, Stage
 from grip.ledger.repository import encode_watermark, now
 
 if TYPE_CHECKING:
@@ -279,7 +279,9 @@ class _Preparer:
         # run is the way to re-map everything (after a release that changes the mapping code)
         self.fast_path = stage == "sync"
         self.fast_rows = 0
-        self.fates: defaultdict[str, list[tuple[int, str | None, str]]] = defaultdict(list)
+        # NOTE: fates to write; those found again as they were are only kept, by source hash
+        self.fates: defaultdict[str, list[RowFate]] = defaultdict(list)
+        self.kept_fates: defaultdict[str, list[np.ndarray]] = defaultdict(list)
         self.fast_positions: defaultdict[str, list[np.ndarray]] = defaultdict(list)
         self.data_docs: dict[str, str] = {}
         # NOTE: ledger writes happen inside the plan's timed blocks; they are counted apart
@@ -559,13 +561,19 @@ class _Preparer:
         mapped = mapper.map(frame)
         self.timings["map"] += time.perf_counter() - started
         self.filtered.update({k: v for k, v in mapped.filtered.items() if v})
+        by_row = pd.Series(source_hashes, index=frame.index)
+        for name, rows in mapped.filtered_rows.items():
+            # NOTE: a filter's verdict depends on the row alone: a sync leaves it out unmapped
+            self.fates[data_type].extend(
+                RowFate(int(digest), None, name, FATE_FILTERED)
+                for digest in by_row.reindex(rows).to_numpy(dtype=np.int64)
+            )
 
         started = time.perf_counter()
         validated = validator.validate(mapped)
         self.timings["validate"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        by_row = pd.Series(source_hashes, index=frame.index)
         self._rejects(data_type, validated.rejects, index, by_row)
         valid = validated.valid.rows
         ids = valid["registration_id"].astype(object).to_numpy()
@@ -637,15 +645,30 @@ class _Preparer:
         candidates: np.ndarray,
         index: LedgerIndex,
     ) -> np.ndarray:
-        """Set aside again rows set aside before for reasons not tied to a record."""
+        """Set aside again rows set aside before for reasons not tied to a record.
+
+        Rows a filter left out are left out again, counted under the filter; rows validation
+        set aside are rejected again with the same reasons.
+        """
         fates = np.full(len(frame), -1, dtype=np.int64)
         fates[candidates] = index.fate_positions(data_type, source_hashes[candidates])
         found = np.flatnonzero(fates >= 0)
         skip = np.zeros(len(frame), dtype=bool)
         if not len(found):
             return skip
+        filtered = index.fate_outcomes(fates[found]) == FATE_FILTERED
+        if filtered.any():
+            out = found[filtered]
+            self.filtered.update(Counter(index.fate_reasons(fates[out]).tolist()))
+            self.kept_fates[data_type].append(source_hashes[out])
+            self.fast_rows += len(out)
+            skip[out] = True
+            found = found[~filtered]
+            if not len(found):
+                return skip
         ids = index.fate_ids(fates[found])
-        reasons = index.fate_reasons(fates[found]).copy()
+        stored = index.fate_reasons(fates[found])
+        reasons = stored.copy()
         rows = np.asarray(frame.index[found], dtype=np.int64)
         again = np.array([rid is None for rid in ids], dtype=bool)
         # a repeated id is rejected again only while the row it repeats is in this run
@@ -662,11 +685,14 @@ class _Preparer:
         skip[found[again]] = True
         self.fast_rows += int(again.sum())
         hashes = source_hashes[found[again]]
+        same = (reasons == stored)[again]
+        self.kept_fates[data_type].append(hashes[same])
         problems = []
-        for digest, rid, row, reason in zip(
-            hashes, ids[again], rows[again], reasons[again], strict=True
+        for digest, rid, row, reason, unchanged in zip(
+            hashes, ids[again], rows[again], reasons[again], same, strict=True
         ):
-            self.fates[data_type].append((int(digest), rid, str(reason)))
+            if not unchanged:
+                self.fates[data_type].append(RowFate(int(digest), rid, str(reason)))
             problems.append(Problem(data_type, rid, int(row), "validation", "invalid", str(reason)))
         self._fast_rejects(data_type, problems, update_records=False)
         return skip
@@ -755,7 +781,7 @@ class _Preparer:
                 for rid, row, at in zip(ids[repeated], rows[repeated], first[repeated], strict=True)
             ]
             self.fates[data_type].extend(
-                (int(digest), p.registration_id, p.reasons)
+                RowFate(int(digest), p.registration_id, p.reasons)
                 for digest, p in zip(sources[repeated], problems, strict=True)
             )
             self._fast_rejects(data_type, problems, update_records=True)
@@ -815,7 +841,7 @@ class _Preparer:
             found = problems[-1]
             if not found.about_the_row and found.source_hash is not None:
                 self.fates[data_type].append(
-                    (found.source_hash, found.registration_id, found.reasons)
+                    RowFate(found.source_hash, found.registration_id, found.reasons)
                 )
         self.invalid += len(problems)
         index.see(data_type, np.array(rejected_ids, dtype=object))
@@ -975,12 +1001,14 @@ class _Preparer:
             return
         started = time.perf_counter()
         for data_type in self.mappings:
+            kept = self.kept_fates.get(data_type, [])
             self.ledger.save_fates(
                 self.run_id,
                 self.name,
                 data_type,
                 self.fates.get(data_type, []),
                 replace=data_type in self.snapshot_types,
+                kept=np.concatenate(kept).tolist() if kept else (),
             )
         self._ledger_seconds += time.perf_counter() - started
 

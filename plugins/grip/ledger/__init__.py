@@ -9,7 +9,14 @@ from grip.ledger.db import (
     safe_url,
     upgrade,
 )
-from grip.ledger.models import RecordOutcome, RunStage, RunStatus, Stage
+from grip.ledger.models import (
+    FATE_FILTERED,
+    FATE_INVALID,
+    RecordOutcome,
+    RunStage,
+    RunStatus,
+    Stage,
+)
 from grip.ledger.repository import (
     LEAN_STATE_COLUMNS,
     RUN_COUNTERS,
@@ -20,11 +27,14 @@ from grip.ledger.repository import (
     Ledger,
     OutcomeEntry,
     Problem,
+    RowFate,
     RunInfo,
     decompress_payload,
 )
 
 __all__ = [
+    "FATE_FILTERED",
+    "FATE_INVALID",
     "LEAN_STATE_COLUMNS",
     "LEDGER_URL_ENV",
     "RUN_COUNTERS",
@@ -36,6 +46,7 @@ __all__ = [
     "OutcomeEntry",
     "Problem",
     "RecordOutcome",
+    "RowFate",
     "RunInfo",
     "RunStage",
     "RunStatus",

@@ -62,6 +62,11 @@ ACCEPTED = (RecordOutcome.CREATED.value, RecordOutcome.UPDATED.value)
 HOLDS_ACCEPTED = (*ACCEPTED, RecordOutcome.UNCHANGED.value)
 """Last outcomes after which Grip holds exactly the record's accepted payload."""
 
+FATE_INVALID = "invalid"
+"""A row fate: validation set the row aside (see :class:`RowFateRow`)."""
+FATE_FILTERED = "filtered"
+"""A row fate: a filter of the mapping left the row out (see :class:`RowFateRow`)."""
+
 
 def _now() -> datetime:
     from datetime import UTC
@@ -140,11 +145,13 @@ class RecordRow(Base):
 
 
 class RowFateRow(Base):
-    """A source row validation set aside for a reason that is not its record's own.
+    """A source row set aside for a reason that is not a record's own.
 
-    A row without a registration_id, or repeating the id of an earlier row. Kept by the hash
-    of the source row, so that a sync can set it aside again without mapping it while it does
-    not change (a repeated id is checked again against the run's keys).
+    ``invalid``: validation set it aside for lacking a registration_id or repeating the id of
+    an earlier row (``reasons`` says which). ``filtered``: a filter of the mapping left it out
+    (``reasons`` names the filter). Kept by the hash of the source row, so that a sync can set
+    it aside again without mapping it while it does not change (a repeated id is checked again
+    against the run's keys).
     """
 
     __tablename__ = "grip_row_fates"
@@ -155,6 +162,7 @@ class RowFateRow(Base):
     registration_id: Mapped[str | None] = mapped_column(sa.String(255))
     reasons: Mapped[str] = mapped_column(sa.Text)
     run_id: Mapped[int | None] = mapped_column(sa.Integer)
+    outcome: Mapped[str] = mapped_column(sa.String(16), server_default=FATE_INVALID)
 
 
 class SeenRow(Base):

@@ -7,11 +7,11 @@ import logging
 import os
 import socket
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
@@ -20,6 +20,7 @@ from grip.errors import LedgerError
 from grip.ledger.db import create_ledger_engine, safe_url, upgrade
 from grip.ledger.models import (
     ACCEPTED,
+    FATE_INVALID,
     DecisionRow,
     IntegrationRow,
     RecordOutcome,
@@ -85,6 +86,15 @@ _BATCH = 1_000
 def now() -> datetime:
     """The ledger's clock: an aware UTC timestamp."""
     return datetime.now(UTC)
+
+
+class RowFate(NamedTuple):
+    """A source row set aside for a reason not tied to a record (see :class:`RowFateRow`)."""
+
+    source_hash: int
+    registration_id: str | None
+    reasons: str
+    outcome: str = FATE_INVALID
 
 
 @dataclass(frozen=True)
@@ -976,22 +986,29 @@ class Ledger:
             conn.execute(stmt, params)
 
     def load_fates(self, integration: str, data_types: Iterable[str]) -> pd.DataFrame:
-        """The source rows set aside for reasons not tied to a record (see RowFateRow)."""
+        """The source rows set aside for reasons not tied to a record (see RowFateRow).
+
+        Columns ``data_type``, ``source_hash``, ``registration_id``, ``reasons``, ``outcome``.
+        """
         import pandas as pd
 
         f = _fates.c
-        stmt = sa.select(f.data_type, f.source_hash, f.registration_id, f.reasons).where(
+        stmt = sa.select(f.data_type, f.source_hash, f.registration_id, f.reasons, f.outcome).where(
             f.integration == integration, f.data_type.in_(list(data_types))
         )
         with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                return _pg_copy_frame(conn, stmt)
             rows = conn.execute(stmt).all()
-        values = list(zip(*rows, strict=True)) if rows else [()] * 4
+        values = list(zip(*rows, strict=True)) if rows else [()] * 5
+        text = _state_dtype("reasons")
         return pd.DataFrame(
             {
-                "data_type": pd.array(list(values[0]), dtype="str"),
+                "data_type": pd.array(list(values[0]), dtype=text),
                 "source_hash": pd.array(list(values[1]), dtype="Int64"),
-                "registration_id": pd.array(list(values[2]), dtype="str"),
-                "reasons": pd.array(list(values[3]), dtype="str"),
+                "registration_id": pd.array(list(values[2]), dtype=text),
+                "reasons": pd.array(list(values[3]), dtype=text),
+                "outcome": pd.array(list(values[4]), dtype=text),
             }
         )
 
@@ -1000,37 +1017,52 @@ class Ledger:
         run_id: int,
         integration: str,
         data_type: str,
-        fates: Sequence[tuple[int, str | None, str]],
+        fates: Sequence[RowFate | tuple[int, str | None, str]],
         *,
         replace: bool,
+        kept: Collection[int] = (),
     ) -> None:
-        """Keep a run's ``(source_hash, registration_id, reasons)`` of set-aside rows.
+        """Keep a run's set-aside rows: ``(source_hash, registration_id, reasons[, outcome])``.
 
-        With ``replace`` (the run read the whole source) they become the data type's only ones.
+        A fate written before is replaced; its run is the one that wrote it last.
+
+        Args:
+            run_id: the run.
+            integration: the integration.
+            data_type: the data type the rows are of.
+            fates: the rows to write (the outcome is ``invalid`` where a tuple has none).
+            replace: the run read the whole source: the data type's fates become ``fates``
+                and ``kept``, every other one is deleted.
+            kept: source hashes of fates the run found again as they were; not written again.
         """
         f = _fates.c
-        rows = {
-            digest: {
+        rows = {}
+        for fate in fates:
+            fate = RowFate(*fate)
+            rows[fate.source_hash] = {
                 "integration": integration,
                 "data_type": data_type,
-                "source_hash": digest,
-                "registration_id": rid,
-                "reasons": reasons,
+                "source_hash": fate.source_hash,
+                "registration_id": fate.registration_id,
+                "reasons": fate.reasons,
+                "outcome": fate.outcome,
                 "run_id": run_id,
             }
-            for digest, rid, reasons in fates
-        }
+        mine = sa.and_(f.integration == integration, f.data_type == data_type)
         with self._begin() as conn:
             if replace:
-                conn.execute(
-                    _fates.delete().where(f.integration == integration, f.data_type == data_type)
-                )
+                keep = set(rows) | {int(h) for h in kept}
+                stored = conn.execute(sa.select(f.source_hash).where(mine)).scalars().all()
+                stale = [h for h in stored if h not in keep]
+                for start in range(0, len(stale), _LOOKUP_BATCH):
+                    batch = stale[start : start + _LOOKUP_BATCH]
+                    conn.execute(_fates.delete().where(mine, f.source_hash.in_(batch)))
             if rows:
                 conn.execute(
                     self._upsert(
                         _fates,
                         keys=("integration", "data_type", "source_hash"),
-                        update=("registration_id", "reasons", "run_id"),
+                        update=("registration_id", "reasons", "outcome", "run_id"),
                     ),
                     list(rows.values()),
                 )
@@ -1392,6 +1424,8 @@ def _pg_copy_frame(conn: Connection, stmt: sa.Select[Any]) -> pd.DataFrame:
         "vanished_run_id": pa.int64(),
         "source_hash": pa.int64(),
         "last_reason": pa.string(),
+        "reasons": pa.string(),
+        "outcome": pa.string(),
     }
     options = pacsv.ConvertOptions(
         column_types=types,

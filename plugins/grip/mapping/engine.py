@@ -52,6 +52,7 @@ class MappedChunk:
             mapped Grip fields, ``type_id``, ``_languages`` and ``metadata.<key>`` for required
             metadata keys.
         filtered: Rows left out by each filter (a row matching several counts under the first).
+        filtered_rows: The source row numbers each filter left out, in the same way.
         problems: Source row -> what the mapping could not do for it (an unknown code, a date in
             another format, ...); validation turns these into rejects.
     """
@@ -62,11 +63,13 @@ class MappedChunk:
         rows: pd.DataFrame,
         filtered: dict[str, int],
         problems: dict[int, list[str]],
+        filtered_rows: dict[str, np.ndarray] | None = None,
     ):
         self.data_type = data_type
         self.rows = rows
         self.filtered = filtered
         self.problems = problems
+        self.filtered_rows = filtered_rows or {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -144,7 +147,9 @@ class Mapper:
             for column in sorted(self.spec.required_columns)
         }
 
-        keep, filtered = self._filter(text, len(frame))
+        keep, hits = self._filter(text, len(frame))
+        filtered = {name: int(hit.sum()) for name, hit in hits.items()}
+        filtered_rows = {name: source_rows[hit] for name, hit in hits.items() if hit.any()}
         if keep is not None:
             text = {column: values.filter(keep) for column, values in text.items()}
             source_rows = source_rows[keep]
@@ -179,19 +184,20 @@ class Mapper:
             sum(filtered.values()),
             len(row_problems),
         )
-        return MappedChunk(self.spec.data_type, rows, filtered, row_problems)
+        return MappedChunk(self.spec.data_type, rows, filtered, row_problems, filtered_rows)
 
     def _filter(
         self, text: dict[str, Values], count: int
-    ) -> tuple[np.ndarray | None, dict[str, int]]:
-        filtered: dict[str, int] = {}
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """The mask of rows to keep (None: every row) and the rows each filter leaves out."""
+        hits: dict[str, np.ndarray] = {}
         dropped = np.zeros(count, dtype=bool)
         for item in self.model.filters:
             values = text[item.column]
             hit = values.spread(_filter_mask(item, values.target)) & ~dropped
-            filtered[item.name] = int(hit.sum())
+            hits[item.name] = hit
             dropped |= hit
-        return (~dropped if dropped.any() else None), filtered
+        return (~dropped if dropped.any() else None), hits
 
     def _key(self, text: dict[str, Values]) -> Text:
         spec = self.model.key
