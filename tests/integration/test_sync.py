@@ -466,3 +466,36 @@ def test_a_sample_can_be_drawn_from_chosen_data_types(feed: Feed) -> None:
     with pytest.raises(ConfigError, match=r"choose one or more of .*visitor"):
         feed.run("sample", sample_data_types=["speaker"])
     feed.execute("DROP TABLE {table}_x")
+
+
+def test_rows_a_filter_left_out_are_left_out_again_without_being_mapped(feed: Feed) -> None:
+    rule = 'filters:\n  - {name: company_three, column: company, in: ["Company 3"]}\n'
+    (feed.folder / "visitor.yaml").write_text(MAPPING + rule, encoding="utf-8")
+    feed.integration = load_integration(feed.folder / "feed.yaml")
+    left_out = {f"R{i:04d}" for i in range(60) if i % 7 == 3}
+    feed.onboard()
+    assert set(feed.stored()) == {f"R{i:04d}" for i in range(60)} - left_out
+    name = feed.integration.name
+
+    def filtered_fates() -> int:
+        fates = feed.ledger.load_fates(name, ["visitor"])
+        return int((fates["outcome"] == "filtered").sum())
+
+    assert filtered_fates() == len(left_out)  # the full run kept what the filter did
+
+    report = feed.run("sync")
+
+    assert report.counts["filtered"] == len(left_out)
+    assert report.counts["skipped_unchanged"] == 60  # the left-out rows were not mapped either
+    details = feed.ledger.run(report.run_id or 0).details
+    assert details["filtered_reasons"] == {"company_three": len(left_out)}
+
+    # a left-out row changes so that the filter no longer matches it: mapped, then pushed
+    feed.execute("UPDATE {table} SET company = 'Company 4' WHERE reg_id = 'R0003'")
+    before = feed.requests()
+    again = feed.run("sync")
+    assert feed.requests() - before == 1
+    assert (again.counts["planned_new"], again.counts["filtered"]) == (1, len(left_out) - 1)
+    assert again.counts["skipped_unchanged"] == 59
+    assert "R0003" in feed.stored()
+    assert filtered_fates() == len(left_out) - 1  # the row's old fate went with the whole read

@@ -12,12 +12,14 @@ import sqlalchemy as sa
 
 from grip.errors import LedgerError
 from grip.ledger import (
+    FATE_FILTERED,
     LEAN_STATE_COLUMNS,
     STATE_COLUMNS,
     FileEntry,
     Ledger,
     OutcomeEntry,
     Problem,
+    RowFate,
     Stage,
     upgrade,
 )
@@ -332,6 +334,23 @@ def test_upgrade_keeps_the_data_of_an_older_ledger(ledger_url: str) -> None:
         assert (record["accepted_hash"], record["source_hash"]) == ("h", None)
 
 
+def test_row_fates_of_an_older_ledger_were_set_aside_by_validation(ledger_url: str) -> None:
+    upgrade(ledger_url, revision="0004")
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO grip_row_fates (integration, data_type, source_hash, reasons, "
+                "run_id) VALUES ('demo', 'visitor', 5, 'key: missing', 1)"
+            )
+        )
+    engine.dispose()
+    assert upgrade(ledger_url) == "0005"
+    with Ledger(ledger_url) as ledger:
+        fates = ledger.load_fates("demo", ["visitor"])
+        assert list(zip(fates["source_hash"], fates["outcome"], strict=True)) == [(5, "invalid")]
+
+
 def test_refresh_unchanged_keeps_source_hashes_current(ledger: Ledger) -> None:
     run = ledger.start_run("demo", "full")
     ledger.add_chunks(run, [(0, "c", 2)])
@@ -368,10 +387,32 @@ def test_row_fates_are_replaced_by_a_whole_read_and_added_to_otherwise(ledger: L
     ]
     ledger.save_fates(2, "demo", "visitor", [(9, None, "key: missing")], replace=True)
     assert list(ledger.load_fates("demo", ["visitor"])["source_hash"]) == [9]
+    # a whole read keeps the fates it found again without writing them, and drops the rest
+    ledger.save_fates(
+        3, "demo", "visitor", [RowFate(10, None, "cancelled", FATE_FILTERED)], replace=True
+    )
+    ledger.save_fates(
+        4,
+        "demo",
+        "visitor",
+        [RowFate(11, None, "test_registration", FATE_FILTERED)],
+        replace=True,
+        kept=[10],
+    )
+    fates = ledger.load_fates("demo", ["visitor"]).sort_values("source_hash")
+    assert fates[["source_hash", "reasons", "outcome"]].values.tolist() == [
+        [10, "cancelled", "filtered"],
+        [11, "test_registration", "filtered"],
+    ]
+    # an incremental read only adds
+    ledger.save_fates(5, "demo", "visitor", [(12, None, "key: missing")], replace=False)
+    assert sorted(ledger.load_fates("demo", ["visitor"])["source_hash"]) == [10, 11, 12]
     both = ledger.load_fates("demo", ["exhibitor", "visitor"])
     assert sorted(zip(both["data_type"], both["source_hash"], strict=True)) == [
         ("exhibitor", 8),
-        ("visitor", 9),
+        ("visitor", 10),
+        ("visitor", 11),
+        ("visitor", 12),
     ]
 
 

@@ -415,6 +415,10 @@ def test_filters_count_a_row_once_under_the_first_that_matches(tmp_path: Path) -
     )
     chunk = mapper.map(frame)
     assert chunk.filtered == {"cancelled": 2, "test_registration": 1}
+    assert {name: rows.tolist() for name, rows in chunk.filtered_rows.items()} == {
+        "cancelled": [10, 13],
+        "test_registration": [11],
+    }
     assert list(chunk.rows.index) == [12]
     assert list(chunk.rows["registration_id"]) == ["C"]
 
