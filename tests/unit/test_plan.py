@@ -9,6 +9,7 @@ import pytest
 from grip.engine.plan import (
     Action,
     ExampleKeeper,
+    KeyTable,
     LedgerIndex,
     PlanCounts,
     SortedKeys,
@@ -275,6 +276,30 @@ def test_sorted_keys_drop_a_shared_key_or_keep_its_first_row():
 
     assert SortedKeys(keys, rows, drop_shared=True).rows_of(keys).tolist() == [-1, 11, -1, 13, -1]
     assert SortedKeys(keys, rows).rows_of(np.array([5, 1])).tolist() == [10, 13]
+
+
+def test_key_table_finds_what_sorted_keys_find() -> None:
+    rng = np.random.default_rng(5)
+    keys = rng.integers(-(2**63), 2**63 - 1, 20_000, dtype=np.int64)
+    # keys that share their low bits (a slot) but not the rest, and keys that occur twice
+    keys[100:200] = (keys[100:200] & ~np.int64(0xFFFFF)) | np.int64(0x12345)
+    keys[300:310] = keys[400:410]
+    rows = np.arange(len(keys), dtype=np.int64) * 3
+    wanted = np.concatenate([keys[::-1], rng.integers(-(2**63), 2**63 - 1, 1000, dtype=np.int64)])
+
+    table = KeyTable(keys, rows)
+    found = table.rows_of(wanted)
+
+    assert found.tolist() == SortedKeys(keys, rows, drop_shared=True).rows_of(wanted).tolist()
+    mine = found[: len(keys)][::-1]  # in the order of keys
+    assert mine[100:200].tolist() == rows[100:200].tolist()  # found in the shared part
+    assert (mine[300:310] == -1).all()
+    assert (mine[400:410] == -1).all()
+    assert (mine[:100] == rows[:100]).all()
+    assert len(table) == len(keys)
+    assert table.rows_of(np.array([], dtype=np.int64)).tolist() == []
+    empty = KeyTable(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert empty.rows_of(keys[:3]).tolist() == [-1] * 3
 
 
 def test_a_state_without_hashes_needs_a_lookup() -> None:

@@ -635,6 +635,8 @@ class _Preparer:
             self._skip_known_records(data_type, frame, positions, claim, index)
         known_fate = self._skip_known_fates(data_type, frame, source_hashes, ~claim, index)
         skip = claim | known_fate
+        if skip.all():
+            return frame.iloc[:0], source_hashes[:0]
         return frame[~skip], source_hashes[~skip]
 
     def _skip_known_fates(
@@ -795,8 +797,10 @@ class _Preparer:
             return
         from grip.validation import Reject
 
-        for p in problems:
-            self.validation_reasons.update(reason_key(r) for r in p.reasons.split("; "))
+        # NOTE: rows set aside again mostly share a few reasons: each is keyed once
+        for reasons, count in Counter(p.reasons for p in problems).items():
+            for reason in reasons.split("; "):
+                self.validation_reasons[reason_key(reason)] += count
         self.rejects_of_type.extend(
             Reject(int(p.source_row or 0), p.registration_id, p.reasons.split("; "), data_type)
             for p in problems
