@@ -78,8 +78,19 @@ class CopyReader:
         self._thread.join(timeout=30)
 
     def check(self) -> None:
-        """Wait for the COPY to end; raise its error if it failed."""
+        """Wait for the COPY to end; raise its error if it failed.
+
+        Only once the text has been read to its end: a COPY with text left waits for a reader.
+        """
         self._thread.join()
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """Raise the COPY's error if it has failed already; return at once otherwise.
+
+        A COPY that fails ends its text early: a reader that finds the text cut short asks
+        here for the cause.
+        """
         if self._failure:
             raise self._failure[0]
 

@@ -499,3 +499,29 @@ def test_rows_a_filter_left_out_are_left_out_again_without_being_mapped(feed: Fe
     assert again.counts["skipped_unchanged"] == 59
     assert "R0003" in feed.stored()
     assert filtered_fates() == len(left_out) - 1  # the row's old fate went with the whole read
+
+
+def test_a_sync_where_most_rows_changed_reads_every_hash_at_once(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grip.engine.plan as plan
+
+    feed.onboard()
+    feed.execute("UPDATE {table} SET company = 'Moved Ltd' WHERE reg_id <> 'R0000'")
+    monkeypatch.setattr(plan, "LOOKUPS_BEFORE_BULK", 5)
+    loads = []
+    adopt = plan.LedgerIndex._adopt_hashes
+
+    def counted(index: plan.LedgerIndex, contents: pd.DataFrame) -> None:
+        loads.append(len(contents))
+        adopt(index, contents)
+
+    monkeypatch.setattr(plan.LedgerIndex, "_adopt_hashes", counted)
+    before = feed.requests()
+
+    report = feed.run("sync")
+
+    assert loads == [60]
+    assert (report.counts["planned_changed"], report.counts["planned_unchanged"]) == (59, 1)
+    assert feed.requests() - before == 59
+    assert {p["company_name"] for k, p in feed.stored().items() if k != "R0000"} == {"Moved Ltd"}

@@ -33,7 +33,9 @@ def _state(rows: list[tuple]) -> pd.DataFrame:
     )
 
 
-def _index(rows: list[tuple], *, hashes: bool, asked: list | None = None) -> LedgerIndex:
+def _index(
+    rows: list[tuple], *, hashes: bool, asked: list | None = None, all_contents=None
+) -> LedgerIndex:
     """A ledger index over ``rows`` (see :func:`_state`), with its content hashes or without.
 
     Without them the index asks a lookup over the same rows, noting each question in ``asked``.
@@ -52,7 +54,7 @@ def _index(rows: list[tuple], *, hashes: bool, asked: list | None = None) -> Led
 
     lean = state.drop(columns=["accepted_hash", "sent_hash"])
     lean.insert(2, "accepted", state["accepted_hash"].notna().to_numpy(dtype=bool))
-    return LedgerIndex(lean, contents=lookup)
+    return LedgerIndex(lean, contents=lookup, all_contents=all_contents)
 
 
 def test_hash_ignores_key_order_and_whitespace() -> None:
@@ -306,3 +308,29 @@ def test_a_state_without_hashes_needs_a_lookup() -> None:
     lean = _state([]).drop(columns=["accepted_hash", "sent_hash"]).assign(accepted=False)
     with pytest.raises(ValueError, match="look them up"):
         LedgerIndex(lean)
+
+
+def test_a_run_that_asks_about_many_records_takes_every_hash_at_once(monkeypatch) -> None:
+    import grip.engine.plan as plan
+
+    monkeypatch.setattr(plan, "LOOKUPS_BEFORE_BULK", 3)
+    rows = [("visitor", f"R{i}", f"h{i}", f"h{i}", "created") for i in range(10)]
+    rows.append(("exhibitor", "R1", "x1", "x2", "rejected"))
+    asked: list = []
+    loads: list[int] = []
+
+    def every_hash() -> pd.DataFrame:
+        loads.append(1)
+        return _state(rows[::-1])  # in another order than the index's state
+
+    index = _index(rows, hashes=False, asked=asked, all_contents=every_hash)
+    first = index.classify("visitor", np.array(["R0", "R1", "new"]), np.array(["h0", "x", "n"]))
+    assert list(first) == ["unchanged", "changed", "new"]
+    assert (len(asked), loads) == (1, [])
+    ids = np.array([f"R{i}" for i in range(2, 10)])
+    later = index.classify("visitor", ids, np.array([f"h{i}" for i in range(2, 9)] + ["other"]))
+    assert list(later) == ["unchanged"] * 7 + ["changed"]
+    assert (len(asked), loads) == (1, [1])  # asked one by one no more
+    held = index.classify("exhibitor", np.array(["R1"]), np.array(["x2"]))
+    assert list(held) == ["held"]
+    assert len(asked) == 1

@@ -41,6 +41,8 @@ PUSHED_BY_SYNC = frozenset({Action.NEW, Action.CHANGED, Action.RETRY})
 PUSHED_BY_FULL = frozenset({Action.NEW, Action.CHANGED, Action.RETRY, Action.HELD})
 TEXT = pd.ArrowDtype(pa.string())
 KEY = ("data_type", "registration_id")
+LOOKUPS_BEFORE_BULK = 20_000
+"""Records a run asks the ledger about one by one before it reads every record's hashes."""
 ContentLookup = Callable[[str, list[str]], Mapping[str, tuple[str | None, str | None, str | None]]]
 """``(data_type, registration_ids) -> {registration_id: (accepted, sent, last outcome)}``."""
 
@@ -155,6 +157,10 @@ class LedgerIndex:
             ``{registration_id: (accepted_hash, sent_hash, last_outcome)}``
             (:meth:`grip.ledger.Ledger.content_state`), asked about the records a run
             classifies.
+        all_contents: for a state without hashes, loads the state with them
+            (:meth:`grip.ledger.Ledger.load_state`): once a run has asked about more than
+            :data:`LOOKUPS_BEFORE_BULK` records (or a twentieth of them, if more), every
+            record's hashes are taken at once instead.
 
     Columns stay in Arrow form; Python objects are made only for the rows a run asks about,
     and each data type's index of registration ids is built the first time it is needed. The
@@ -167,12 +173,15 @@ class LedgerIndex:
         state: pd.DataFrame,
         fates: pd.DataFrame | None = None,
         contents: ContentLookup | None = None,
+        all_contents: Callable[[], pd.DataFrame] | None = None,
     ):
         self.state = state.reset_index(drop=True)
         self._hashes = "accepted_hash" in self.state
         if not self._hashes and contents is None:
             raise ValueError("a ledger state without content hashes needs a way to look them up")
         self._contents = contents
+        self._all_contents = all_contents
+        self._asked = 0
         self._accepted = accepted_mask(self.state)
         names = ("data_type", "source_hash", "registration_id", "reasons", "outcome")
         empty: dict[str, list[Any]] = {name: [] for name in names}
@@ -262,6 +271,10 @@ class LedgerIndex:
 
     def classify_positions(self, positions: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """Classify records whose ledger rows are known (from :meth:`positions`)."""
+        if not self._hashes and self._all_contents is not None:
+            self._asked += int((positions >= 0).sum())
+            if self._asked > max(LOOKUPS_BEFORE_BULK, len(self.state) // 20):
+                self._adopt_hashes(self._all_contents())
         if self._hashes:
             accepted = self._take("accepted_hash", positions)
             sent = self._take("sent_hash", positions)
@@ -269,6 +282,28 @@ class LedgerIndex:
         else:
             accepted, sent, outcome = self._looked_up(positions)
         return decide(positions >= 0, hashes, accepted, sent, outcome)
+
+    def _adopt_hashes(self, contents: pd.DataFrame) -> None:
+        """Take every record's accepted and sent hashes from a state frame that has them.
+
+        For a run that asks about many records (a sync after a grip-sync release changed
+        every source hash, say): one read of every record costs less than many small ones.
+        """
+        where = np.full(len(self.state), -1, dtype=np.int64)
+        types = contents["data_type"].astype(object).to_numpy()
+        for data_type in dict.fromkeys(types.tolist()):
+            mine = np.flatnonzero(types == data_type)
+            ids = contents["registration_id"].astype(object).to_numpy()[mine]
+            positions = self.positions(str(data_type), ids, mark=False)
+            found = positions >= 0
+            where[positions[found]] = mine[found]
+        picks = pa.array(where, mask=where < 0)
+        for name in ("accepted_hash", "sent_hash"):
+            column = pa.array(contents[name].astype(TEXT).array)
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            self._arrow[name] = column.take(picks)
+        self._hashes = True
 
     def _looked_up(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accepted hash, sent hash and last outcome of ledger rows, asked of the ledger."""

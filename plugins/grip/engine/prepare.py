@@ -329,10 +329,12 @@ class _Preparer:
             return LedgerIndex(self.ledger.load_state(self.name, list(self.mappings)))
         # NOTE: a sync compares most rows by their source hash alone: the content hashes of
         # the few records whose rows changed are asked for as they come
+        data_types = list(self.mappings)
         return LedgerIndex(
-            self.ledger.load_state(self.name, list(self.mappings), hashes=False),
-            self.ledger.load_fates(self.name, list(self.mappings)),
+            self.ledger.load_state(self.name, data_types, hashes=False),
+            self.ledger.load_fates(self.name, data_types),
             functools.partial(self.ledger.content_state, self.name),
+            functools.partial(self.ledger.load_state, self.name, data_types),
         )
 
     def run(self, fingerprint: str, warnings: list[str], state: Any) -> RunPlan:

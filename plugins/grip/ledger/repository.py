@@ -1440,7 +1440,7 @@ def _pg_copy_frame(conn: Connection, stmt: sa.Select[Any]) -> pd.DataFrame:
         try:
             table = pacsv.read_csv(copy.file, convert_options=options)
         except pa.ArrowInvalid:
-            copy.check()  # a COPY that failed half way is the cause to report
+            copy.raise_failure()  # a COPY that failed half way is the cause to report
             raise
         copy.check()
     if "sent_hash" in table.column_names and "accepted_hash" in table.column_names:
