@@ -291,10 +291,10 @@ class LedgerIndex:
         """
         where = np.full(len(self.state), -1, dtype=np.int64)
         types = contents["data_type"].astype(object).to_numpy()
+        ids = contents["registration_id"].astype(object).to_numpy()
         for data_type in dict.fromkeys(types.tolist()):
             mine = np.flatnonzero(types == data_type)
-            ids = contents["registration_id"].astype(object).to_numpy()[mine]
-            positions = self.positions(str(data_type), ids, mark=False)
+            positions = self.positions(str(data_type), ids[mine], mark=False)
             found = positions >= 0
             where[positions[found]] = mine[found]
         picks = pa.array(where, mask=where < 0)

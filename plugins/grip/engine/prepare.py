@@ -564,7 +564,7 @@ class _Preparer:
         self.timings["map"] += time.perf_counter() - started
         self.filtered.update({k: v for k, v in mapped.filtered.items() if v})
         by_row = pd.Series(source_hashes, index=frame.index)
-        for name, rows in mapped.filtered_rows.items():
+        for name, rows in mapped.filtered_rows.items() if self._keeps_fates else ():
             # NOTE: a filter's verdict depends on the row alone: a sync leaves it out unmapped
             self.fates[data_type].extend(
                 RowFate(int(digest), None, name, FATE_FILTERED)
@@ -663,7 +663,7 @@ class _Preparer:
         filtered = index.fate_outcomes(fates[found]) == FATE_FILTERED
         if filtered.any():
             out = found[filtered]
-            self.filtered.update(Counter(index.fate_reasons(fates[out]).tolist()))
+            self.filtered.update(index.fate_reasons(fates[out]).tolist())
             self.kept_fates[data_type].append(source_hashes[out])
             self.fast_rows += len(out)
             skip[out] = True
@@ -1002,9 +1002,15 @@ class _Preparer:
         writer.add(picked)
         return writer.close()
 
+    @property
+    def _keeps_fates(self) -> bool:
+        """Whether the run writes row fates (a dry run and a sample do not)."""
+        return self.run_id is not None and not self.sample
+
     def _save_fates(self) -> None:
-        if self.run_id is None or self.sample:
+        if not self._keeps_fates:
             return
+        assert self.run_id is not None
         started = time.perf_counter()
         for data_type in self.mappings:
             kept = self.kept_fates.get(data_type, [])

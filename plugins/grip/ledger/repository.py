@@ -78,9 +78,9 @@ LEAN_STATE_COLUMNS = (
 """The columns of :meth:`Ledger.load_state` without the content hashes: ``accepted`` says
 whether Grip holds an accepted payload of the record."""
 
-_LOOKUP_BATCH = 5_000
-
 _BATCH = 1_000
+_PG_BATCH = 5_000
+"""Keys per statement: PostgreSQL takes many; SQLite builds may allow only 999 parameters."""
 
 
 def now() -> datetime:
@@ -682,7 +682,7 @@ class Ledger:
         out: dict[str, tuple[str | None, str | None, str | None]] = {}
         ids = list(dict.fromkeys(registration_ids))
         with self._begin() as conn:
-            size = _LOOKUP_BATCH if conn.dialect.name == "postgresql" else _BATCH
+            size = _batch_size(conn)
             for start in range(0, len(ids), size):
                 stmt = sa.select(
                     r.registration_id, r.accepted_hash, r.sent_hash, r.last_outcome
@@ -1054,8 +1054,9 @@ class Ledger:
                 keep = set(rows) | {int(h) for h in kept}
                 stored = conn.execute(sa.select(f.source_hash).where(mine)).scalars().all()
                 stale = [h for h in stored if h not in keep]
-                for start in range(0, len(stale), _LOOKUP_BATCH):
-                    batch = stale[start : start + _LOOKUP_BATCH]
+                size = _batch_size(conn)
+                for start in range(0, len(stale), size):
+                    batch = stale[start : start + size]
                     conn.execute(_fates.delete().where(mine, f.source_hash.in_(batch)))
             if rows:
                 conn.execute(
@@ -1484,6 +1485,10 @@ def _state_dtype(name: str) -> Any:
     if name == "accepted":
         return bool
     return pd.ArrowDtype(pa.string())
+
+
+def _batch_size(conn: Connection) -> int:
+    return _PG_BATCH if conn.dialect.name == "postgresql" else _BATCH
 
 
 def _latest(*run_ids: Any) -> int | None:
